@@ -1,0 +1,263 @@
+//! The showcase server: every feature of mist behind one route each.
+//!
+//! ```text
+//! cargo run --release --example complete -- [--port N] [--bind ADDR] [--ipv6] [--root DIR]
+//! ```
+//!
+//! Its command line and routes are a contract that black-box tests rely
+//! on: see `shared/docs/complete-example.md` in the project.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use mist::{Chunk, Connection, ReadError, ResponseData};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Bodies `/echo` and `/stream` accept.
+const ECHO_LIMIT: usize = 4_000_000;
+/// How long requests in flight get to finish after SIGINT or SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+struct Args {
+    port: u16,
+    bind: String,
+    ipv6: bool,
+    #[allow(dead_code)] // served by `/file/` once zero-copy files land
+    root: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 4000,
+        bind: "localhost".to_string(),
+        ipv6: false,
+        root: PathBuf::from("examples/static"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--port" => {
+                let v = value("--port")?;
+                args.port = v.parse().map_err(|_| format!("invalid port {v:?}"))?;
+            }
+            "--bind" => args.bind = value("--bind")?,
+            "--ipv6" => args.ipv6 = true,
+            "--root" => args.root = PathBuf::from(value("--root")?),
+            "--tls-cert" | "--tls-key" | "--http2" => {
+                return Err(format!(
+                    "{arg} is not supported yet: HTTPS and HTTP/2 have not landed"
+                ))
+            }
+            "-h" | "--help" => {
+                return Err(
+                    "usage: complete [--port N] [--bind ADDR] [--ipv6] [--root DIR]".to_string(),
+                )
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = mist::new(handle).port(args.port).bind(&args.bind);
+    if args.ipv6 {
+        builder = builder.with_ipv6();
+    }
+    let server = match builder.start_http().await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    eprintln!("shutting down");
+    server.shutdown(SHUTDOWN_GRACE);
+    server.wait().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn handle(req: Request<Connection>) -> Response<ResponseData> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET | Method::HEAD, "/hello") => text(StatusCode::OK, "Hello, world!"),
+        (Method::POST | Method::PUT | Method::PATCH, "/echo") => echo(req).await,
+        (Method::POST, "/stream") => stream_echo(req).await,
+        (Method::GET, "/chunked") => chunked(&req),
+        (Method::GET, "/info") => info(&req),
+        (Method::GET, "/slow") => slow(&req).await,
+        (Method::GET, "/panic") => panic!("the /panic route panics on purpose"),
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+/// `POST /echo`: the body back, read whole with a limit.
+async fn echo(req: Request<Connection>) -> Response<ResponseData> {
+    let content_type = content_type(&req);
+    match mist::read_body(req, ECHO_LIMIT).await {
+        Ok(req) => with_type(ResponseData::from(req.into_body()), content_type),
+        Err(err) => read_error(err),
+    }
+}
+
+/// `POST /stream`: the same echo, pulled 1024 bytes at a time.
+async fn stream_echo(mut req: Request<Connection>) -> Response<ResponseData> {
+    let content_type = content_type(&req);
+    let mut body = mist::stream(&mut req);
+    let mut collected = BytesMut::new();
+    loop {
+        match body.consume(1024).await {
+            Ok(Chunk::Data(bytes)) => {
+                if collected.len() + bytes.len() > ECHO_LIMIT {
+                    return read_error(ReadError::ExcessBody);
+                }
+                collected.extend_from_slice(&bytes);
+            }
+            Ok(Chunk::Done) => break,
+            Err(err) => return read_error(err),
+        }
+    }
+    with_type(ResponseData::from(collected.freeze()), content_type)
+}
+
+/// `GET /chunked`: `one`, `two`, `three`; or, with `?n=N&size=S&delay_ms=D`,
+/// N chunks of S bytes, D ms apart. The body's bytes run `a` to `z` and
+/// round again, across chunk boundaries.
+fn chunked(req: &Request<Connection>) -> Response<ResponseData> {
+    let query = req.uri().query().unwrap_or("");
+    if query.is_empty() {
+        return Response::new(ResponseData::chunked(["one", "two", "three"]));
+    }
+    let (Some(n), Some(size), Some(delay)) = (
+        param(query, "n").unwrap_or(Some(3)),
+        param(query, "size").unwrap_or(Some(5)),
+        param(query, "delay_ms").unwrap_or(Some(0)),
+    ) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "n, size and delay_ms must be numbers",
+        );
+    };
+    if n > 1_000_000 || size > 1 << 20 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "at most 1000000 chunks of at most 1 MiB",
+        );
+    }
+    let body = stream::unfold(0u64, move |i| async move {
+        if i >= n {
+            return None;
+        }
+        if delay > 0 && i > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let start = i * size;
+        let chunk: Vec<u8> = (start..start + size)
+            .map(|k| b'a' + (k % 26) as u8)
+            .collect();
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), i + 1))
+    });
+    Response::new(ResponseData::chunked_stream(body))
+}
+
+/// `GET /info`: the client's address and port.
+fn info(req: &Request<Connection>) -> Response<ResponseData> {
+    match mist::get_client_info(req.body()) {
+        Ok(info) => text(
+            StatusCode::OK,
+            format!(
+                "{} {}",
+                mist::ip_address_to_string(&info.ip_address),
+                info.port
+            ),
+        ),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+/// `GET /slow?ms=T`: answers `ok` after T ms.
+async fn slow(req: &Request<Connection>) -> Response<ResponseData> {
+    let query = req.uri().query().unwrap_or("");
+    match param(query, "ms").unwrap_or(Some(1000)) {
+        Some(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text(StatusCode::OK, "ok")
+        }
+        None => text(StatusCode::BAD_REQUEST, "ms must be a number"),
+    }
+}
+
+/// `None` when absent, `Some(None)` when present but not a number.
+fn param(query: &str, name: &str) -> Option<Option<u64>> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.parse().ok())
+}
+
+fn content_type(req: &Request<Connection>) -> HeaderValue {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+}
+
+fn read_error(err: ReadError) -> Response<ResponseData> {
+    let code = match err {
+        ReadError::ExcessBody => StatusCode::PAYLOAD_TOO_LARGE,
+        ReadError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    text(code, err.to_string())
+}
+
+fn with_type(body: ResponseData, content_type: HeaderValue) -> Response<ResponseData> {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+fn text(code: StatusCode, body: impl Into<ResponseData>) -> Response<ResponseData> {
+    let mut response = with_type(body.into(), HeaderValue::from_static("text/plain"));
+    *response.status_mut() = code;
+    response
+}
+
+fn status(code: StatusCode) -> Response<ResponseData> {
+    let mut response = Response::new(ResponseData::empty());
+    *response.status_mut() = code;
+    response
+}

@@ -1,0 +1,451 @@
+//! The builder: handler, address, limits and timeouts; then `start_http`.
+
+use crate::body::{read_body, Connection};
+use crate::client_info::IpAddress;
+use crate::config::{Config, MAX_HEADERS_CAP};
+use crate::response::ResponseData;
+use crate::server::{self, Server, StartError};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A request handler: an async function from a request to a response.
+///
+/// Implemented for every `Fn(Request<B>) -> impl Future<Output =
+/// Response<ResponseData>>` that can be shared between connections, so
+/// closures and `async fn`s work as they are. `B` is [`Connection`] for a
+/// handler that reads the body itself, or `Bytes` for one behind
+/// [`Builder::read_request_body`].
+///
+/// ```
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+///
+/// async fn hello(_req: Request<Connection>) -> Response<ResponseData> {
+///     Response::new(ResponseData::from("Hello, world!"))
+/// }
+/// let builder = mist::new(hello);
+/// # let _ = builder;
+/// ```
+pub trait Handler<B>: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, request: Request<B>) -> impl Future<Output = Response<ResponseData>> + Send;
+}
+
+impl<F, Fut, B> Handler<B> for F
+where
+    F: Fn(Request<B>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseData>> + Send,
+{
+    fn call(&self, request: Request<B>) -> impl Future<Output = Response<ResponseData>> + Send {
+        self(request)
+    }
+}
+
+/// The scheme a server speaks, as passed to [`Builder::after_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type AfterStart = Arc<dyn Fn(u16, Scheme, IpAddress) + Send + Sync>;
+
+/// Configures and starts a server; made by [`new`].
+///
+/// `B` is the request body type the handler takes: [`Connection`] (the
+/// default: the body stays on the socket until read) or `Bytes` (read
+/// before the handler runs; see [`Builder::read_request_body`]). Only a
+/// `Builder<_, Connection>` can start, so the compiler checks the choice.
+pub struct Builder<H, B = Connection> {
+    handler: H,
+    port: u16,
+    interface: String,
+    ipv6: bool,
+    after_start: AfterStart,
+    config: Config,
+    _body: PhantomData<fn(B)>,
+}
+
+/// Creates a server builder around a handler. The default port is 4000 and
+/// the default interface `localhost` (IPv4).
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), mist::StartError> {
+///     let server = mist::new(|_req: Request<Connection>| async {
+///         Response::new(ResponseData::from("Hello, world!"))
+///     })
+///     .port(4000)
+///     .bind("localhost")
+///     .start_http()
+///     .await?;
+///     server.wait().await;
+///     Ok(())
+/// }
+/// ```
+pub fn new<B, H: Handler<B>>(handler: H) -> Builder<H, B> {
+    Builder {
+        handler,
+        port: 4000,
+        interface: "localhost".to_string(),
+        ipv6: false,
+        after_start: Arc::new(default_after_start),
+        config: Config::default(),
+        _body: PhantomData,
+    }
+}
+
+/// Prints `Listening on http://HOST:PORT`, as mist does.
+fn default_after_start(port: u16, scheme: Scheme, ip: IpAddress) {
+    let host = match ip {
+        IpAddress::V4(..) => ip.to_string(),
+        IpAddress::V6(..) => format!("[{ip}]"),
+    };
+    println!("Listening on {scheme}://{host}:{port}");
+}
+
+impl<H, B> Builder<H, B> {
+    /// The port to listen on (default 4000). `0` asks the operating system
+    /// for a free port; [`Server::port`] tells which one it gave.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.port(0);
+    /// # let _ = builder;
+    /// ```
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The interface to listen on: `"localhost"`, an IPv4 address
+    /// (`"0.0.0.0"` for all) or an IPv6 address (`"::1"`, `"[::]"`).
+    /// Anything else makes [`Builder::start_http`] fail with
+    /// [`StartError::InvalidInterface`].
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.bind("0.0.0.0");
+    /// # let _ = builder;
+    /// ```
+    pub fn bind(mut self, interface: &str) -> Self {
+        self.interface = interface.to_string();
+        self
+    }
+
+    /// Listens on IPv6 as well as IPv4 where the interface allows:
+    /// `localhost` adds `::1`, `0.0.0.0` becomes a dual-stack `::`. A
+    /// specific IPv4 address stays IPv4 only; an IPv6 address is unaffected.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.with_ipv6();
+    /// # let _ = builder;
+    /// ```
+    pub fn with_ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// Replaces what runs once the server listens. The default prints
+    /// `Listening on http://HOST:PORT`.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.after_start(|port, scheme, ip| {
+    ///     eprintln!("serving {scheme} on {}:{port}", mist::ip_address_to_string(&ip));
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn after_start(
+        mut self,
+        after_start: impl Fn(u16, Scheme, IpAddress) + Send + Sync + 'static,
+    ) -> Self {
+        self.after_start = Arc::new(after_start);
+        self
+    }
+
+    /// Largest request head (request line plus header fields), in bytes.
+    /// A larger head is answered `431 Request Header Fields Too Large` and
+    /// the connection closed. Default 64 KiB.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.max_head_size(16 * 1024);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_head_size(mut self, bytes: usize) -> Self {
+        self.config.max_head_size = bytes;
+        self
+    }
+
+    /// Longest request target (path and query), in bytes. A longer one is
+    /// answered `414 URI Too Long`. Default 8 KiB.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.max_request_target(2048);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_request_target(mut self, bytes: usize) -> Self {
+        self.config.max_request_target = bytes;
+        self
+    }
+
+    /// Most header fields in a request. More are answered `431`.
+    /// Default 100; at most 512.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.max_headers(64);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.config.max_headers = count.clamp(1, MAX_HEADERS_CAP);
+        self
+    }
+
+    /// Most bytes of a request body the handler left unread that the server
+    /// reads and discards to keep the connection open; a larger rest closes
+    /// the connection after the response instead. Default 256 KiB.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.max_discard(64 * 1024);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_discard(mut self, bytes: u64) -> Self {
+        self.config.max_discard = bytes;
+        self
+    }
+
+    /// Most connections served at once. Beyond it the server stops
+    /// accepting until one closes; waiting clients queue in the kernel's
+    /// backlog. Default 25,000.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.max_connections(1000);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_connections(mut self, count: usize) -> Self {
+        self.config.max_connections = count.max(1);
+        self
+    }
+
+    /// Time a client has to send a complete request head, from its first
+    /// byte (from the accept for the first request). Past it the server
+    /// answers `408 Request Timeout` and closes. Default 30 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.header_read_timeout(Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
+    /// Time an idle keep-alive connection stays open waiting for its next
+    /// request; then it is closed silently. Default 60 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.keep_alive_timeout(Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Time a body read waits for the client's next bytes before failing
+    /// with [`ReadError::Timeout`](crate::ReadError::Timeout). Default 30 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.body_read_timeout(Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_read_timeout = timeout;
+        self
+    }
+
+    /// Time one write of a response (head and body, or one chunk) may take
+    /// before a client that does not read is disconnected. Default 30 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.write_timeout(Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+}
+
+impl<H: Handler<Bytes>> Builder<H, Bytes> {
+    /// Reads every request body before the handler runs, so that the
+    /// handler takes a `Request<Bytes>`. A body over `bytes_limit` bytes, or
+    /// one that is malformed or arrives too slowly, is answered with
+    /// `failure_response` and the handler does not run.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use mist::ResponseData;
+    ///
+    /// # async fn run() -> Result<(), mist::StartError> {
+    /// let too_big = Response::builder().status(413).body("body too large").unwrap();
+    /// let server = mist::new(|req: Request<Bytes>| async move {
+    ///     Response::new(ResponseData::from(req.into_body()))
+    /// })
+    /// .read_request_body(1024 * 1024, too_big)
+    /// .start_http()
+    /// .await?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    pub fn read_request_body<T: Into<Bytes>>(
+        self,
+        bytes_limit: usize,
+        failure_response: Response<T>,
+    ) -> Builder<ReadBody<H>, Connection> {
+        let (parts, body) = failure_response.into_parts();
+        Builder {
+            handler: ReadBody {
+                inner: self.handler,
+                limit: bytes_limit,
+                failure: FailureResponse {
+                    status: parts.status,
+                    version: parts.version,
+                    headers: parts.headers,
+                    body: body.into(),
+                },
+            },
+            port: self.port,
+            interface: self.interface,
+            ipv6: self.ipv6,
+            after_start: self.after_start,
+            config: self.config,
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<H: Handler<Connection>> Builder<H, Connection> {
+    /// Binds the listener(s) and starts serving HTTP/1.1 on the current
+    /// tokio runtime. Returns once the server is listening (after
+    /// [`Builder::after_start`] has run); the server keeps running until
+    /// [`Server::shutdown`], also if the returned handle is dropped.
+    ///
+    /// ```no_run
+    /// # use http::{Request, Response};
+    /// # use mist::{Connection, ResponseData};
+    /// # async fn run() -> Result<(), mist::StartError> {
+    /// let server = mist::new(|_req: Request<Connection>| async { Response::new(ResponseData::empty()) })
+    ///     .port(0)
+    ///     .start_http()
+    ///     .await?;
+    /// println!("port {}", server.port());
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_http(self) -> Result<Server, StartError> {
+        let options = server::Options {
+            port: self.port,
+            interface: self.interface,
+            ipv6: self.ipv6,
+            config: self.config,
+            scheme: Scheme::Http,
+        };
+        let server = server::start(options, Arc::new(self.handler)).await?;
+        let addr = server.local_addr();
+        (self.after_start)(addr.port(), Scheme::Http, IpAddress::from(addr.ip()));
+        Ok(server)
+    }
+}
+
+impl<H, B> fmt::Debug for Builder<H, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("port", &self.port)
+            .field("interface", &self.interface)
+            .field("ipv6", &self.ipv6)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handler made by [`Builder::read_request_body`]: reads the body,
+/// then calls the inner handler with it.
+pub struct ReadBody<H> {
+    inner: H,
+    limit: usize,
+    failure: FailureResponse,
+}
+
+struct FailureResponse {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FailureResponse {
+    fn to_response(&self) -> Response<ResponseData> {
+        let mut response = Response::new(ResponseData::Bytes(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+impl<H: Handler<Bytes>> Handler<Connection> for ReadBody<H> {
+    fn call(
+        &self,
+        request: Request<Connection>,
+    ) -> impl Future<Output = Response<ResponseData>> + Send {
+        async move {
+            match read_body(request, self.limit).await {
+                Ok(request) => self.inner.call(request).await,
+                Err(err) => {
+                    tracing::debug!(%err, "request body refused");
+                    self.failure.to_response()
+                }
+            }
+        }
+    }
+}

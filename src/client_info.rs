@@ -1,0 +1,136 @@
+//! Who is on the other end of a connection.
+
+use crate::body::Connection;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The address and port of a connected client: mist's `ConnectionInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionInfo {
+    /// The client's TCP port.
+    pub port: u16,
+    /// The client's IP address.
+    pub ip_address: IpAddress,
+}
+
+/// An IP address in mist's shape: four bytes or eight 16-bit groups.
+///
+/// IPv4 clients reaching an IPv6 socket (IPv4-mapped addresses such as
+/// `::ffff:127.0.0.1`) are reported as `V4`.
+///
+/// ```
+/// use mist::{ip_address_to_string, IpAddress};
+/// assert_eq!(ip_address_to_string(&IpAddress::V6(0, 0, 0, 0, 0, 0, 0, 1)), "::1");
+/// assert_eq!(IpAddress::V4(127, 0, 0, 1).to_string(), "127.0.0.1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpAddress {
+    /// An IPv4 address, one field per byte.
+    V4(u8, u8, u8, u8),
+    /// An IPv6 address, one field per 16-bit group.
+    V6(u16, u16, u16, u16, u16, u16, u16, u16),
+}
+
+impl From<IpAddr> for IpAddress {
+    fn from(ip: IpAddr) -> Self {
+        let v4 = match ip {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => {
+                    let [a, b, c, d, e, f, g, h] = v6.segments();
+                    return IpAddress::V6(a, b, c, d, e, f, g, h);
+                }
+            },
+        };
+        let [a, b, c, d] = v4.octets();
+        IpAddress::V4(a, b, c, d)
+    }
+}
+
+impl From<IpAddress> for IpAddr {
+    fn from(ip: IpAddress) -> Self {
+        match ip {
+            IpAddress::V4(a, b, c, d) => IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+            IpAddress::V6(a, b, c, d, e, f, g, h) => {
+                IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h))
+            }
+        }
+    }
+}
+
+/// Writes the address as [`ip_address_to_string`] does.
+impl fmt::Display for IpAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // std writes IPv6 in the RFC 5952 canonical form: lowercase hex, the
+        // longest run of zero groups compressed to `::`.
+        fmt::Display::fmt(&IpAddr::from(*self), f)
+    }
+}
+
+/// Writes an address as text: dotted quad for IPv4, RFC 5952 for IPv6
+/// (so the loopback is `::1`).
+///
+/// ```
+/// use mist::{ip_address_to_string, IpAddress};
+/// assert_eq!(ip_address_to_string(&IpAddress::V4(10, 0, 0, 7)), "10.0.0.7");
+/// assert_eq!(ip_address_to_string(&IpAddress::V6(0x2001, 0xdb8, 0, 0, 1, 0, 0, 1)), "2001:db8::1:0:0:1");
+/// ```
+pub fn ip_address_to_string(address: &IpAddress) -> String {
+    address.to_string()
+}
+
+/// The connection's peer is not known (it is not a TCP connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfoUnavailable;
+
+impl fmt::Display for ClientInfoUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client's address is not known")
+    }
+}
+
+impl std::error::Error for ClientInfoUnavailable {}
+
+/// The address and port of the client that sent the request.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+///
+/// async fn whoami(req: Request<Connection>) -> Response<ResponseData> {
+///     let text = match mist::get_client_info(req.body()) {
+///         Ok(info) => format!("{} {}", mist::ip_address_to_string(&info.ip_address), info.port),
+///         Err(_) => "unknown".to_string(),
+///     };
+///     Response::new(ResponseData::from(text))
+/// }
+/// ```
+pub fn get_client_info(conn: &Connection) -> Result<ConnectionInfo, ClientInfoUnavailable> {
+    let peer = conn.peer.ok_or(ClientInfoUnavailable)?;
+    Ok(ConnectionInfo {
+        port: peer.port(),
+        ip_address: IpAddress::from(peer.ip()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv6_is_reported_as_v4() {
+        let ip: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(IpAddress::from(ip), IpAddress::V4(192, 0, 2, 1));
+    }
+
+    #[test]
+    fn rfc5952_text() {
+        let ip: IpAddr = "2001:0DB8:0000:0000:0000:0000:0002:0001".parse().unwrap();
+        assert_eq!(ip_address_to_string(&IpAddress::from(ip)), "2001:db8::2:1");
+        assert_eq!(
+            ip_address_to_string(&IpAddress::V6(0, 0, 0, 0, 0, 0, 0, 0)),
+            "::"
+        );
+    }
+}

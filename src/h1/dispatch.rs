@@ -1,0 +1,525 @@
+//! The HTTP/1.1 connection loop: the only code here that touches a socket.
+//! It reads heads, lends the transport to the handler for requests with a
+//! body, writes responses (gathering those of pipelined requests into one
+//! write), and decides after each exchange whether the connection goes on.
+
+use super::decode::Decoder;
+use super::encode::{self, encode_chunk_size, encode_head, Framing, LAST_CHUNK};
+use super::error::ParseError;
+use super::io::{take_back, timed, Deadline, LentBody, Transport};
+use super::parse::{parse_head, Head};
+use crate::body::Connection;
+use crate::builder::Handler;
+use crate::config::{
+    Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
+};
+use crate::response::{ChunkedBody, ResponseData};
+use bytes::{Buf, BufMut, BytesMut};
+use http::uri::Scheme;
+use http::{header, response, Method, Response, StatusCode, Version};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, trace};
+
+/// What a connection needs besides its stream and the handler.
+pub(crate) struct ConnContext {
+    pub peer: Option<SocketAddr>,
+    pub scheme: Scheme,
+    pub config: Arc<Config>,
+    /// Becomes true when the server shuts down: finish the request in
+    /// flight, then close.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How an exchange ended for the connection.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve<S, H>(stream: S, handler: Arc<H>, mut ctx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler<Connection>,
+{
+    let mut transport = Transport::new(stream);
+    let mut write_buf = BytesMut::new();
+    let mut gathered = 0usize;
+    let config = Arc::clone(&ctx.config);
+    // The first head must arrive within the header timeout of the accept.
+    let mut head_deadline = Some(Instant::now() + config.header_read_timeout);
+    loop {
+        let head =
+            match read_head(&mut transport, &mut write_buf, &mut head_deadline, &mut ctx).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(err) => {
+                    debug!(peer = ?ctx.peer, %err, "refusing request");
+                    respond_to_parse_error(&mut transport, &mut write_buf, err, &config).await;
+                    return;
+                }
+            };
+        let (next, back) = exchange(transport, &mut write_buf, head, &*handler, &ctx).await;
+        let Some(back) = back else {
+            // The handler kept the request body past its response: the
+            // transport went with it.
+            return;
+        };
+        transport = back;
+        match next {
+            Next::Close => {
+                if flush(&mut transport, &mut write_buf, &config).await.is_ok() {
+                    let _ = timed(
+                        &mut transport.timer,
+                        Deadline::After(config.write_timeout),
+                        transport.stream.shutdown(),
+                    )
+                    .await;
+                }
+                return;
+            }
+            Next::KeepAlive => {}
+        }
+        // Gather the responses of pipelined requests into one write, but
+        // never more than a bounded number of them.
+        gathered += 1;
+        if transport.read_buf.is_empty()
+            || gathered >= MAX_PIPELINED
+            || write_buf.len() >= WRITE_BUFFER_FLUSH
+        {
+            if flush(&mut transport, &mut write_buf, &config)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            gathered = 0;
+        }
+        head_deadline = None;
+    }
+}
+
+/// Reads until a complete head is in the buffer. `Ok(None)`: the client
+/// closed, went idle past the keep-alive timeout, or the server is shutting
+/// down between requests.
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    head_deadline: &mut Option<Instant>,
+    ctx: &mut ConnContext,
+) -> Result<Option<Head>, ParseError> {
+    let config = &*ctx.config;
+    loop {
+        if let Some(head) = parse_head(&mut transport.read_buf, config, &ctx.scheme)? {
+            return Ok(Some(head));
+        }
+        // Everything buffered has been answered: send it before waiting.
+        if flush(transport, write_buf, config).await.is_err() {
+            return Ok(None);
+        }
+        let idle = transport.read_buf.is_empty();
+        let deadline = match (*head_deadline, idle) {
+            (Some(at), _) => Deadline::At(at),
+            (None, true) => Deadline::After(config.keep_alive_timeout),
+            (None, false) => {
+                let at = Instant::now() + config.header_read_timeout;
+                *head_deadline = Some(at);
+                Deadline::At(at)
+            }
+        };
+        let read = if idle {
+            if *ctx.shutdown.borrow() {
+                return Ok(None);
+            }
+            tokio::select! {
+                read = transport.read_more(deadline) => read,
+                _ = ctx.shutdown.wait_for(|stop| *stop) => return Ok(None),
+            }
+        } else {
+            transport.read_more(deadline).await
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {
+                if head_deadline.is_none() {
+                    *head_deadline = Some(Instant::now() + config.header_read_timeout);
+                }
+            }
+            Err(_) if idle && transport.read_buf.is_empty() && head_deadline.is_none() => {
+                trace!(peer = ?ctx.peer, "idle keep-alive connection timed out");
+                return Ok(None);
+            }
+            Err(_) if transport.read_buf.is_empty() => return Ok(None),
+            Err(_) => return Err(ParseError::Timeout),
+        }
+    }
+}
+
+/// Handles one request: runs the handler and writes its response into
+/// `write_buf` (or straight to the socket for large and streamed bodies).
+/// Returns the transport, unless the handler kept it.
+async fn exchange<S, H>(
+    mut transport: Transport<S>,
+    write_buf: &mut BytesMut,
+    head: Head,
+    handler: &H,
+    ctx: &ConnContext,
+) -> (Next, Option<Transport<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler<Connection>,
+{
+    let config = &*ctx.config;
+    let Head {
+        request,
+        body,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let method_is_head = request.method() == Method::HEAD;
+    let version = request.version();
+    let declared = match body {
+        super::parse::BodyKind::Length(n) => Some(n),
+        _ => None,
+    };
+    transport.begin_body(Decoder::new(body), expect_continue);
+
+    let outcome = if transport.decoder.is_pending() {
+        // The handler may read the body (and send 100 Continue): earlier
+        // responses must reach the socket first.
+        if flush(&mut transport, write_buf, config).await.is_err() {
+            return (Next::Close, Some(transport));
+        }
+        let lent = Arc::new(Mutex::new(Some(transport)));
+        let body = LentBody {
+            transport: Arc::clone(&lent),
+            declared,
+            timeout: config.body_read_timeout,
+        };
+        let request = request.map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
+        let outcome = call_handler::<H, S>(handler, request, None).await;
+        match take_back(&lent) {
+            Some(back) => transport = back,
+            None => return (Next::Close, None),
+        }
+        outcome
+    } else {
+        let request = request.map(|()| Connection::new(ctx.peer, None));
+        call_handler(handler, request, Some((&mut transport.stream, write_buf))).await
+    };
+
+    let (response, mut close) = match outcome {
+        Ok(response) => (response, false),
+        Err(()) => {
+            error!(peer = ?ctx.peer, "request handler panicked; answering 500");
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body_unread = transport.decoder.is_pending();
+    // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
+    // not send its body now; the stream's next request cannot be found.
+    let continue_unsent = matches!(transport.continue_state, super::io::Continue::Owed(0));
+    close |= !keep_alive
+        || *ctx.shutdown.borrow()
+        || matches!(transport.decoder, Decoder::Failed)
+        || (body_unread && continue_unsent)
+        || asks_to_close(&parts);
+
+    let written = write_response(
+        &mut transport,
+        write_buf,
+        &parts,
+        body,
+        method_is_head,
+        version,
+        &mut close,
+        config,
+    )
+    .await;
+    if written.is_err() {
+        return (Next::Close, Some(transport));
+    }
+    if close {
+        if body_unread {
+            let _ = flush(&mut transport, write_buf, config).await;
+            linger(&mut transport).await;
+        }
+        return (Next::Close, Some(transport));
+    }
+    if body_unread {
+        // Answer first, then read past the rest of the body.
+        if flush(&mut transport, write_buf, config).await.is_err()
+            || !transport
+                .discard_body(config.max_discard, config.body_read_timeout)
+                .await
+        {
+            linger(&mut transport).await;
+            return (Next::Close, Some(transport));
+        }
+    }
+    (Next::KeepAlive, Some(transport))
+}
+
+/// Runs the handler, turning a panic into `Err`. While the handler waits,
+/// responses gathered for earlier pipelined requests are written out, so a
+/// slow handler does not hold back answers that are ready.
+async fn call_handler<H, S>(
+    handler: &H,
+    request: http::Request<Connection>,
+    mut flush_meanwhile: Option<(&mut S, &mut BytesMut)>,
+) -> Result<Response<ResponseData>, ()>
+where
+    H: Handler<Connection>,
+    S: AsyncWrite + Unpin,
+{
+    let fut = catch_unwind(AssertUnwindSafe(|| handler.call(request))).map_err(|_| ())?;
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(response)) => return Poll::Ready(Ok(response)),
+            Ok(Poll::Pending) => {}
+            Err(_) => return Poll::Ready(Err(())),
+        }
+        if let Some((stream, buf)) = flush_meanwhile.as_mut() {
+            while !buf.is_empty() {
+                match pin!(stream.write_buf(buf)).poll(cx) {
+                    Poll::Ready(Ok(n)) if n > 0 => {}
+                    // A write error surfaces again at the next flush.
+                    Poll::Ready(_) => {
+                        flush_meanwhile = None;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes a response. `close` may be set when the body's framing needs the
+/// connection to end (a stream to an HTTP/1.0 client).
+#[allow(clippy::too_many_arguments)]
+async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    parts: &response::Parts,
+    body: ResponseData,
+    method_is_head: bool,
+    version: Version,
+    close: &mut bool,
+    config: &Config,
+) -> io::Result<()> {
+    let no_body = encode::status_has_no_body(parts.status);
+    match body {
+        ResponseData::Bytes(bytes) => {
+            let framing = if no_body {
+                Framing::NoBody
+            } else {
+                Framing::Length(bytes.len() as u64)
+            };
+            encode_head(
+                write_buf,
+                parts,
+                framing,
+                connection_header(*close, version),
+            );
+            if no_body || method_is_head || bytes.is_empty() {
+                return Ok(());
+            }
+            if bytes.len() <= COPY_BODY_MAX {
+                write_buf.extend_from_slice(&bytes);
+                return Ok(());
+            }
+            // Head and body in one vectored write, without copying the body.
+            let mut both = (&mut *write_buf).chain(bytes);
+            transport.write_all(&mut both, config.write_timeout).await
+        }
+        ResponseData::Chunked(chunks) => {
+            let framing = match (no_body, version) {
+                (true, _) => Framing::NoBody,
+                (false, Version::HTTP_11) => Framing::Chunked,
+                // RFC 9112 §6.3 (7): an HTTP/1.0 client reads until close.
+                (false, _) => {
+                    if !method_is_head {
+                        *close = true;
+                    }
+                    Framing::CloseDelimited
+                }
+            };
+            encode_head(
+                write_buf,
+                parts,
+                framing,
+                connection_header(*close, version),
+            );
+            if no_body || method_is_head {
+                return Ok(());
+            }
+            write_chunks(
+                transport,
+                write_buf,
+                chunks,
+                framing == Framing::Chunked,
+                config,
+            )
+            .await
+        }
+    }
+}
+
+/// Streams a chunked body: every chunk the stream has ready is gathered,
+/// and the buffer is written whenever the stream has to wait.
+async fn write_chunks<S: AsyncRead + AsyncWrite + Unpin>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    mut chunks: ChunkedBody,
+    framed: bool,
+    config: &Config,
+) -> io::Result<()> {
+    loop {
+        let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                flush(transport, write_buf, config).await?;
+                poll_fn(|cx| chunks.poll_chunk(cx)).await
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if chunk.is_empty() {
+                    continue;
+                }
+                if framed {
+                    encode_chunk_size(write_buf, chunk.len());
+                }
+                if chunk.len() <= COPY_BODY_MAX {
+                    write_buf.extend_from_slice(&chunk);
+                } else {
+                    transport
+                        .write_all(&mut (&mut *write_buf).chain(chunk), config.write_timeout)
+                        .await?;
+                }
+                if framed {
+                    write_buf.put_slice(b"\r\n");
+                }
+                if write_buf.len() >= WRITE_BUFFER_FLUSH {
+                    flush(transport, write_buf, config).await?;
+                }
+            }
+            Some(Err(err)) => {
+                // No last chunk: the client must not take the body as whole.
+                debug!(%err, "chunked response stream failed; closing the connection");
+                let _ = flush(transport, write_buf, config).await;
+                return Err(io::Error::other(err));
+            }
+            None => {
+                if framed {
+                    write_buf.put_slice(LAST_CHUNK);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The `connection` header the engine adds, if any.
+fn connection_header(close: bool, version: Version) -> Option<&'static [u8]> {
+    match (close, version) {
+        (true, _) => Some(b"close"),
+        (false, Version::HTTP_10) => Some(b"keep-alive"),
+        _ => None,
+    }
+}
+
+/// The handler's response says `connection: close`.
+fn asks_to_close(parts: &response::Parts) -> bool {
+    parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    config: &Config,
+) -> io::Result<()> {
+    if write_buf.is_empty() {
+        return Ok(());
+    }
+    let result = transport.write_all(write_buf, config.write_timeout).await;
+    write_buf.clear();
+    result
+}
+
+/// A small text response, for errors the engine answers itself.
+fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseData> {
+    let mut response = Response::new(ResponseData::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn respond_to_parse_error<S: AsyncRead + AsyncWrite + Unpin>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    err: ParseError,
+    config: &Config,
+) {
+    let (parts, _) = plain_response(err.status(), err.as_str()).into_parts();
+    encode_head(
+        write_buf,
+        &parts,
+        Framing::Length(err.as_str().len() as u64),
+        Some(b"close"),
+    );
+    write_buf.extend_from_slice(err.as_str().as_bytes());
+    if flush(transport, write_buf, config).await.is_ok() {
+        linger(transport).await;
+    }
+}
+
+/// Closes our side, then reads and discards what the client still sends
+/// for a short while (RFC 9112 §9.6), so that a client still busy sending
+/// gets to read the response instead of a connection reset.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(transport: &mut Transport<S>) {
+    let Transport {
+        stream,
+        timer,
+        read_buf,
+        ..
+    } = transport;
+    let drain = async {
+        stream.shutdown().await.ok()?;
+        let mut total = 0u64;
+        while total < LINGER_BYTES {
+            read_buf.clear();
+            read_buf.reserve(4096);
+            match stream.read_buf(read_buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        Some(())
+    };
+    let _ = timed(timer, Deadline::After(LINGER_TIME), drain).await;
+}

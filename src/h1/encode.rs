@@ -1,0 +1,204 @@
+//! Response encoding (RFC 9112 §4–§7): the status line, header fields, the
+//! framing headers the engine owns, a cached `Date`, and chunk framing.
+
+use bytes::{BufMut, BytesMut};
+use http::{header, response, StatusCode};
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How the body of a response is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `content-length: N` (the body itself may still be left out for HEAD).
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+    /// The body runs until the connection closes (HTTP/1.0 streaming).
+    CloseDelimited,
+    /// No body and no length header: 1xx, 204 and 304 (RFC 9110 §6.4.1).
+    NoBody,
+}
+
+/// A status whose response never has content (RFC 9110 §6.4.1).
+pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Writes the head of a response into `dst`.
+///
+/// The engine owns `content-length`, `transfer-encoding` and, when it is
+/// closing or keeping an HTTP/1.0 connection open, `connection`: values
+/// the handler set for the first two are replaced by what the body really
+/// is. A handler's own `date` wins over the cached one.
+pub(crate) fn encode_head(
+    dst: &mut BytesMut,
+    parts: &response::Parts,
+    framing: Framing,
+    connection: Option<&'static [u8]>,
+) {
+    dst.reserve(256);
+    write_status_line(dst, parts.status);
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if connection.is_some() && name == header::CONNECTION {
+            continue;
+        }
+        has_date |= name == header::DATE;
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if !has_date {
+        dst.put_slice(b"date: ");
+        with_date(|date| dst.put_slice(date));
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            dst.put_slice(b"content-length: ");
+            dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+        Framing::Chunked => dst.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::CloseDelimited | Framing::NoBody => {}
+    }
+    if let Some(value) = connection {
+        dst.put_slice(b"connection: ");
+        dst.put_slice(value);
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+fn write_status_line(dst: &mut BytesMut, status: StatusCode) {
+    match status {
+        StatusCode::OK => dst.put_slice(b"HTTP/1.1 200 OK\r\n"),
+        _ => {
+            dst.put_slice(b"HTTP/1.1 ");
+            dst.put_slice(status.as_str().as_bytes());
+            dst.put_u8(b' ');
+            dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+    }
+}
+
+/// Writes the line that starts a chunk of `len` bytes (RFC 9112 §7.1).
+pub(crate) fn encode_chunk_size(dst: &mut BytesMut, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.put_slice(&digits[at..]);
+    dst.put_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer section.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The `Date` header value (IMF-fixdate, RFC 9110 §5.6.7), formatted at
+/// most once a second per thread. hyper and actix-http cache it the same
+/// way: formatting a date costs more than the rest of a small response head.
+struct CachedDate {
+    second: u64,
+    text: [u8; 29],
+}
+
+thread_local! {
+    static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: u64::MAX, text: [0; 29] }) };
+}
+
+fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != cached.second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == cached.text.len() {
+                cached.text.copy_from_slice(text.as_bytes());
+                cached.second = second;
+            }
+        }
+        f(&cached.text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Response;
+
+    fn head(resp: Response<()>, framing: Framing, conn: Option<&'static [u8]>) -> String {
+        let (parts, ()) = resp.into_parts();
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, &parts, framing, conn);
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn owns_framing_headers_and_keeps_repeated_ones() {
+        let resp = Response::builder()
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .header("content-length", "999")
+            .header("transfer-encoding", "gzip")
+            .body(())
+            .unwrap();
+        let text = head(resp, Framing::Length(5), Some(b"close"));
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("set-cookie: a=1\r\nset-cookie: b=2\r\n"));
+        assert!(text.contains("content-length: 5\r\n"));
+        assert!(!text.contains("999") && !text.contains("gzip"));
+        assert!(text.contains("connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        let date = text.lines().find(|l| l.starts_with("date: ")).unwrap();
+        assert!(httpdate::parse_http_date(&date[6..]).is_ok(), "{date}");
+    }
+
+    #[test]
+    fn handler_date_wins() {
+        let resp = Response::builder()
+            .header("date", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .body(())
+            .unwrap();
+        let text = head(resp, Framing::NoBody, None);
+        assert_eq!(text.matches("date:").count(), 1);
+        assert!(text.contains("1994"));
+    }
+
+    #[test]
+    fn other_statuses_have_reason_phrases() {
+        let resp = Response::builder().status(404).body(()).unwrap();
+        assert!(head(resp, Framing::Length(0), None).starts_with("HTTP/1.1 404 Not Found\r\n"));
+        let resp = Response::builder().status(599).body(()).unwrap();
+        assert!(head(resp, Framing::Length(0), None).starts_with("HTTP/1.1 599 \r\n"));
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        for (len, text) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut dst = BytesMut::new();
+            encode_chunk_size(&mut dst, len);
+            assert_eq!(&dst[..], text.as_bytes());
+        }
+    }
+}

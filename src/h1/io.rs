@@ -1,0 +1,277 @@
+//! The connection's buffered transport: the stream, its read buffer, one
+//! reusable timer, and the request-body reading that the handler drives.
+
+use super::decode::{Decoded, Decoder};
+use crate::body::{BodySource, ReadError};
+use crate::config::READ_CHUNK;
+use bytes::{Bytes, BytesMut};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+
+/// The interim response sent when a handler first reads a body whose
+/// client asked for it (RFC 9110 §10.1.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Whether `100 Continue` is owed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Continue {
+    /// The client did not ask for it, or it has been sent.
+    No,
+    /// Asked for; this many bytes of it written so far.
+    Owed(usize),
+}
+
+/// The read side of a connection with the state of the current request's
+/// body. It is lent to the handler (behind [`LentBody`]) while a request
+/// with a body is being handled, and taken back afterwards.
+pub(crate) struct Transport<S> {
+    pub stream: S,
+    pub read_buf: BytesMut,
+    /// One timer per connection, re-armed for each wait instead of
+    /// allocating a new one.
+    pub timer: Pin<Box<Sleep>>,
+    pub decoder: Decoder,
+    pub continue_state: Continue,
+    /// The timer is armed for the current wait.
+    armed: bool,
+}
+
+/// When a timed operation gives up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// This long after the operation first has to wait.
+    After(Duration),
+    /// At this instant.
+    At(Instant),
+}
+
+/// A timed operation did not finish in time.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+/// Runs `fut` against `timer`. The timer is only touched when `fut` has to
+/// wait, so operations that complete at once cost no timer update.
+pub(crate) async fn timed<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Deadline,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
+    let mut fut = pin!(fut);
+    let mut armed = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if !armed {
+            let at = match deadline {
+                Deadline::After(d) => Instant::now() + d,
+                Deadline::At(at) => at,
+            };
+            timer.as_mut().reset(at);
+            armed = true;
+        }
+        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+    })
+    .await
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    pub(crate) fn new(stream: S) -> Transport<S> {
+        Transport {
+            stream,
+            read_buf: BytesMut::new(),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            decoder: Decoder::Done,
+            continue_state: Continue::No,
+            armed: false,
+        }
+    }
+
+    /// Starts a new request's body.
+    pub(crate) fn begin_body(&mut self, decoder: Decoder, expect_continue: bool) {
+        self.decoder = decoder;
+        self.continue_state = if expect_continue && self.decoder.is_pending() {
+            Continue::Owed(0)
+        } else {
+            Continue::No
+        };
+        self.armed = false;
+    }
+
+    /// One read into the read buffer; `Ok(0)` is the end of the stream.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        // `read_buf` keeps no state between polls, so polling a fresh one
+        // each time is equivalent to keeping it.
+        pin!(self.stream.read_buf(&mut self.read_buf)).poll(cx)
+    }
+
+    /// Reads more bytes, giving up at `deadline`.
+    pub(crate) async fn read_more(
+        &mut self,
+        deadline: Deadline,
+    ) -> Result<io::Result<usize>, TimedOut> {
+        let Transport {
+            stream,
+            read_buf,
+            timer,
+            ..
+        } = self;
+        if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+            read_buf.reserve(READ_CHUNK);
+        }
+        timed(timer, deadline, stream.read_buf(read_buf)).await
+    }
+
+    /// Writes all of `buf` and flushes, giving up when that takes longer than `timeout`.
+    pub(crate) async fn write_all<B: bytes::Buf>(
+        &mut self,
+        buf: &mut B,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let Transport { stream, timer, .. } = self;
+        let write = async {
+            stream.write_all_buf(buf).await?;
+            stream.flush().await
+        };
+        match timed(timer, Deadline::After(timeout), write).await {
+            Ok(result) => result,
+            Err(TimedOut) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// The next piece of the request body (at most `max` bytes), sending a
+    /// pending `100 Continue` first. Waits at most `timeout` for the client.
+    pub(crate) fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        timeout: Duration,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        loop {
+            if let Continue::Owed(written) = self.continue_state {
+                if !self.decoder.is_pending() {
+                    self.continue_state = Continue::No;
+                    continue;
+                }
+                match Pin::new(&mut self.stream).poll_write(cx, &CONTINUE[written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        let written = written + n;
+                        self.continue_state = if written == CONTINUE.len() {
+                            Continue::No
+                        } else {
+                            Continue::Owed(written)
+                        };
+                        continue;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(Err(self.fail())),
+                    Poll::Pending => return self.wait(cx, timeout),
+                }
+            }
+            match self.decoder.decode(&mut self.read_buf, max) {
+                Ok(Decoded::Data(bytes)) => {
+                    self.armed = false;
+                    return Poll::Ready(Ok(Some(bytes)));
+                }
+                Ok(Decoded::Done) => return Poll::Ready(Ok(None)),
+                Ok(Decoded::NeedMore) => {}
+                Err(_) => return Poll::Ready(Err(ReadError::MalformedBody)),
+            }
+            match self.poll_read(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => self.armed = false,
+                // The client closed (or broke) the connection mid-body.
+                Poll::Ready(_) => return Poll::Ready(Err(self.fail())),
+                Poll::Pending => return self.wait(cx, timeout),
+            }
+        }
+    }
+
+    fn fail(&mut self) -> ReadError {
+        self.decoder = Decoder::Failed;
+        ReadError::MalformedBody
+    }
+
+    /// Pending, unless the client has been silent for `timeout`.
+    fn wait<T>(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<Result<T, ReadError>> {
+        if !self.armed {
+            self.timer.as_mut().reset(Instant::now() + timeout);
+            self.armed = true;
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.decoder = Decoder::Failed;
+                Poll::Ready(Err(ReadError::Timeout))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Reads and discards the rest of the body, up to `budget` bytes.
+    /// True when the body ended within it.
+    pub(crate) async fn discard_body(&mut self, mut budget: u64, timeout: Duration) -> bool {
+        if let Decoder::Length(remaining) = self.decoder {
+            if remaining > budget {
+                return false;
+            }
+        }
+        loop {
+            match poll_fn(|cx| self.poll_body(cx, usize::MAX, timeout)).await {
+                Ok(Some(bytes)) => match budget.checked_sub(bytes.len() as u64) {
+                    Some(left) => budget = left,
+                    None => return false,
+                },
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A transport lent to the handler for the length of one request.
+pub(crate) type Lent<S> = Arc<Mutex<Option<Transport<S>>>>;
+
+/// Takes a lent transport back; `None` if it was lost.
+pub(crate) fn take_back<S>(lent: &Lent<S>) -> Option<Transport<S>> {
+    lent.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// The request body as the handler sees it: reads go through the lent
+/// transport, and fail once the server has taken it back (the handler kept
+/// the body past its response).
+pub(crate) struct LentBody<S> {
+    pub transport: Lent<S>,
+    pub declared: Option<u64>,
+    pub timeout: Duration,
+}
+
+impl<S> BodySource for LentBody<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        let mut guard = self
+            .transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match guard.as_mut() {
+            Some(transport) => transport.poll_body(cx, max, self.timeout),
+            None => Poll::Ready(Err(ReadError::MalformedBody)),
+        }
+    }
+
+    fn declared_length(&self) -> Option<u64> {
+        self.declared
+    }
+}

@@ -1,0 +1,565 @@
+//! Parsing a request head (RFC 9112 §2–§7) into an `http::Request<()>` and
+//! the framing of its body. No I/O: the input is the connection's read
+//! buffer, and the head is split off it only once it is complete.
+
+use super::error::ParseError;
+use crate::config::{Config, MAX_HEADERS_CAP};
+use bytes::{Bytes, BytesMut};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use std::mem::MaybeUninit;
+
+/// Room for the method, spaces and version around the request target when
+/// deciding whether a still-incomplete request line is already too long.
+const REQUEST_LINE_SLACK: usize = 64;
+
+/// Header index entries kept on the stack; heads with more fields use a Vec.
+const INLINE_INDICES: usize = 32;
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// No body: neither `Content-Length` nor `Transfer-Encoding`, or a zero length.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A complete, validated request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub request: Request<()>,
+    pub body: BodyKind,
+    /// The client allows the connection to stay open after this exchange.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+}
+
+/// Parses the head at the start of `buf`. On success the head's bytes are
+/// split off `buf`; `Ok(None)` means more bytes are needed.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    config: &Config,
+    scheme: &Scheme,
+) -> Result<Option<Head>, ParseError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let max_headers = config.max_headers.clamp(1, MAX_HEADERS_CAP);
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers[..max_headers]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, config)?;
+            return Ok(None);
+        }
+        Err(err) => return Err(map_httparse_error(err, buf)),
+    };
+    if head_len > config.max_head_size {
+        return Err(ParseError::HeadTooLarge);
+    }
+
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let method = req.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| ParseError::BadRequest("invalid method"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let path = req.path.unwrap_or_default();
+    if path.len() > config.max_request_target {
+        return Err(ParseError::UriTooLong);
+    }
+    let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
+
+    // Positions of names and values, so that after the head is frozen into
+    // `Bytes` every value can share it instead of being copied.
+    let mut inline = [[0usize; 4]; INLINE_INDICES];
+    let mut spilled = Vec::new();
+    let indices: &mut [[usize; 4]] = if req.headers.len() <= INLINE_INDICES {
+        &mut inline[..req.headers.len()]
+    } else {
+        spilled.resize(req.headers.len(), [0usize; 4]);
+        &mut spilled
+    };
+    for (slot, h) in indices.iter_mut().zip(req.headers.iter()) {
+        *slot = [
+            offset(h.name.as_bytes()),
+            h.name.len(),
+            offset(h.value),
+            h.value.len(),
+        ];
+    }
+    let indices: &[[usize; 4]] = indices;
+
+    let head = buf.split_to(head_len).freeze();
+    let mut framing = Framing::default();
+    let mut headers = HeaderMap::with_capacity(indices.len());
+    for &[name_at, name_len, value_at, value_len] in indices {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| ParseError::BadRequest("invalid header field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| ParseError::BadRequest("invalid header field value"))?;
+        if name == header::HOST {
+            framing.hosts += 1;
+            framing.host = Some(head.slice(value_at..value_at + value_len));
+        } else {
+            framing.observe(&name, &value)?;
+        }
+        headers.append(name, value);
+    }
+
+    let body = framing.body_kind(version)?;
+    // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
+    // lacks a Host header field, or has more than one.
+    match (framing.hosts, version) {
+        (0, Version::HTTP_11) => return Err(ParseError::BadRequest("missing host header")),
+        (n, _) if n > 1 => return Err(ParseError::BadRequest("repeated host header")),
+        _ => {}
+    }
+    let uri = request_uri(&method, head.slice(path_range), framing.host, scheme)?;
+
+    let keep_alive = match version {
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close" was sent; HTTP/1.0
+        // only when it asked for "keep-alive".
+        Version::HTTP_11 => !framing.close,
+        _ => framing.keep_alive && !framing.close,
+    };
+    // RFC 9110 §10.1.1: 100-continue only means something for an HTTP/1.1
+    // request that has content.
+    let expect_continue =
+        framing.expect_continue && version == Version::HTTP_11 && body != BodyKind::Empty;
+
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        body,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// Decides early whether an incomplete head can still become acceptable.
+fn check_partial(buf: &[u8], config: &Config) -> Result<(), ParseError> {
+    let line_complete = buf.contains(&b'\n');
+    if !line_complete && buf.len() > config.max_request_target + REQUEST_LINE_SLACK {
+        return Err(ParseError::UriTooLong);
+    }
+    if buf.len() >= config.max_head_size {
+        return Err(ParseError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+fn map_httparse_error(err: httparse::Error, buf: &[u8]) -> ParseError {
+    match err {
+        httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
+        httparse::Error::Version => version_error(buf),
+        httparse::Error::HeaderName => ParseError::BadRequest("malformed header field name"),
+        httparse::Error::HeaderValue => ParseError::BadRequest("malformed header field value"),
+        httparse::Error::NewLine => ParseError::BadRequest("malformed line ending"),
+        _ => ParseError::BadRequest("malformed request line"),
+    }
+}
+
+/// RFC 9110 §15.6.6: 505 for a well-formed version we do not speak; 400 for
+/// something that is not an HTTP version at all.
+fn version_error(buf: &[u8]) -> ParseError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            ParseError::VersionNotSupported
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            ParseError::VersionNotSupported
+        }
+        _ => ParseError::BadRequest("malformed HTTP version"),
+    }
+}
+
+/// Builds the request URI (RFC 9112 §3.2–§3.3): origin-form gets its
+/// authority from `Host`, absolute-form keeps its own, `*` only for OPTIONS,
+/// authority-form only for CONNECT.
+fn request_uri(
+    method: &Method,
+    target: Bytes,
+    host: Option<Bytes>,
+    scheme: &Scheme,
+) -> Result<Uri, ParseError> {
+    let host = match host {
+        Some(value) if !value.is_empty() => {
+            // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
+            if value.contains(&b'@') {
+                return Err(ParseError::BadRequest("invalid host header"));
+            }
+            Some(
+                Authority::from_maybe_shared(value)
+                    .map_err(|_| ParseError::BadRequest("invalid host header"))?,
+            )
+        }
+        _ => None,
+    };
+    if target.first() == Some(&b'/') {
+        let path = PathAndQuery::from_maybe_shared(target)
+            .map_err(|_| ParseError::BadRequest("invalid request target"))?;
+        let mut parts = uri::Parts::default();
+        if let Some(authority) = host {
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority);
+        }
+        parts.path_and_query = Some(path);
+        return Uri::from_parts(parts)
+            .map_err(|_| ParseError::BadRequest("invalid request target"));
+    }
+    if &target[..] == b"*" {
+        if method != Method::OPTIONS {
+            return Err(ParseError::BadRequest(
+                "asterisk-form target outside OPTIONS",
+            ));
+        }
+        return Ok(Uri::from_static("*"));
+    }
+    let uri = Uri::from_maybe_shared(target)
+        .map_err(|_| ParseError::BadRequest("invalid request target"))?;
+    let valid = if method == Method::CONNECT {
+        uri.authority().is_some() && uri.scheme().is_none() && uri.path_and_query().is_none()
+    } else {
+        uri.scheme().is_some() && uri.authority().is_some()
+    };
+    if valid {
+        Ok(uri)
+    } else {
+        Err(ParseError::BadRequest("invalid request target"))
+    }
+}
+
+/// What the header fields say about framing and the connection.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    other_coding: bool,
+    hosts: usize,
+    host: Option<Bytes>,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Framing {
+    fn observe(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ParseError> {
+        if name == header::CONTENT_LENGTH {
+            let length = parse_content_length(value.as_bytes())
+                .ok_or(ParseError::BadRequest("malformed content-length"))?;
+            // RFC 9110 §8.6: differing values are an unrecoverable error.
+            if self.content_length.is_some_and(|seen| seen != length) {
+                return Err(ParseError::BadRequest("conflicting content-length values"));
+            }
+            self.content_length = Some(length);
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            for coding in tokens(value.as_bytes()) {
+                // RFC 9112 §6.1: chunked is applied once, and last.
+                if self.chunked {
+                    return Err(ParseError::BadRequest(
+                        "chunked is not the final transfer coding",
+                    ));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked = true;
+                } else {
+                    self.other_coding = true;
+                }
+            }
+        } else if name == header::CONNECTION {
+            for option in tokens(value.as_bytes()) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue |=
+                tokens(value.as_bytes()).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3, the message-length rules as they apply to requests:
+    /// 1. Transfer-Encoding and Content-Length together: refuse (smuggling).
+    /// 2. Transfer-Encoding in HTTP/1.0: faulty framing, refuse.
+    /// 3. Transfer-Encoding whose final coding is not chunked: refuse (400);
+    ///    a final chunked behind a coding we cannot decode: 501.
+    /// 4. A valid Content-Length: that many bytes.
+    /// 5. Neither: no body.
+    fn body_kind(&self, version: Version) -> Result<BodyKind, ParseError> {
+        if self.transfer_encoding {
+            if self.content_length.is_some() {
+                return Err(ParseError::BadRequest(
+                    "both transfer-encoding and content-length",
+                ));
+            }
+            if version == Version::HTTP_10 {
+                return Err(ParseError::BadRequest(
+                    "transfer-encoding in an HTTP/1.0 request",
+                ));
+            }
+            if !self.chunked {
+                return Err(ParseError::BadRequest(
+                    "final transfer coding is not chunked",
+                ));
+            }
+            if self.other_coding {
+                return Err(ParseError::NotImplemented("transfer coding not supported"));
+            }
+            return Ok(BodyKind::Chunked);
+        }
+        Ok(match self.content_length {
+            None | Some(0) => BodyKind::Empty,
+            Some(n) => BodyKind::Length(n),
+        })
+    }
+}
+
+/// The non-empty, whitespace-trimmed elements of a comma-separated list.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// `Content-Length = 1*DIGIT`, or a list of identical such values
+/// (RFC 9110 §8.6). Anything else, or an overflow, is `None`.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut result = None;
+    for element in value.split(|&b| b == b',').map(trim) {
+        if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = element.iter().try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        if result.is_some_and(|seen| seen != n) {
+            return None;
+        }
+        result = Some(n);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(input: &str) -> Result<Option<Head>, ParseError> {
+        let mut buf = BytesMut::from(input);
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+    }
+
+    fn head(input: &str) -> Head {
+        parse(input).expect("valid").expect("complete")
+    }
+
+    #[test]
+    fn origin_form_gets_authority_from_host() {
+        let h = head("GET /a/b?x=1&y HTTP/1.1\r\nHost: example.com:8080\r\n\r\n");
+        assert_eq!(h.request.uri(), "http://example.com:8080/a/b?x=1&y");
+        assert_eq!(h.request.uri().query(), Some("x=1&y"));
+        assert_eq!(h.body, BodyKind::Empty);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn absolute_form_ignores_host() {
+        let h = head("GET http://other.org/p HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.request.uri(), "http://other.org/p");
+    }
+
+    #[test]
+    fn leaves_pipelined_bytes_in_buffer() {
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn duplicate_headers_keep_order_and_non_utf8_values_survive() {
+        let mut buf = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nX-B: \xff\xfe\r\n\r\n"[..],
+        );
+        let h = parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+            .unwrap()
+            .unwrap();
+        let all: Vec<_> = h.request.headers().get_all("x-a").iter().collect();
+        assert_eq!(all, ["1", "2"]);
+        assert_eq!(h.request.headers()["x-b"].as_bytes(), b"\xff\xfe");
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn content_length_rules() {
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").body,
+            BodyKind::Length(5)
+        );
+        for bad in ["5, 6", "+5", "0x5", "", "99999999999999999999999", "5 5"] {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(
+                matches!(parse(&input), Err(ParseError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        let two = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert!(matches!(parse(two), Err(ParseError::BadRequest(_))));
+    }
+
+    #[test]
+    fn hrs_transfer_encoding_rules() {
+        let te = |v: &str| {
+            parse(&format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n"
+            ))
+        };
+        assert_eq!(te("chunked").unwrap().unwrap().body, BodyKind::Chunked);
+        assert_eq!(te("Chunked ").unwrap().unwrap().body, BodyKind::Chunked);
+        assert!(matches!(te("gzip"), Err(ParseError::BadRequest(_))));
+        assert!(matches!(
+            te("chunked, gzip"),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(matches!(
+            te("chunked, chunked"),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(matches!(
+            te("gzip, chunked"),
+            Err(ParseError::NotImplemented(_))
+        ));
+        let both =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert!(matches!(parse(both), Err(ParseError::BadRequest(_))));
+        let http10 = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(parse(http10), Err(ParseError::BadRequest(_))));
+    }
+
+    #[test]
+    fn host_rules() {
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\n\r\n"),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert_eq!(head("GET /x HTTP/1.0\r\n\r\n").request.uri(), "/x");
+    }
+
+    #[test]
+    fn obs_fold_is_refused() {
+        let input = "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  continued\r\n\r\n";
+        assert!(matches!(parse(input), Err(ParseError::BadRequest(_))));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse("GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err(),
+            ParseError::VersionNotSupported
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.2\r\nHost: a\r\n\r\n").unwrap_err(),
+            ParseError::VersionNotSupported
+        );
+        assert!(matches!(
+            parse("GET / HTXP/1.1\r\nHost: a\r\n\r\n"),
+            Err(ParseError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(parse(&long).unwrap_err(), ParseError::UriTooLong);
+        let partial = format!("GET /{}", "a".repeat(9000));
+        assert_eq!(parse(&partial).unwrap_err(), ParseError::UriTooLong);
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(70_000));
+        assert_eq!(parse(&big).unwrap_err(), ParseError::HeadTooLarge);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(parse(&many).unwrap_err(), ParseError::TooManyHeaders);
+    }
+
+    #[test]
+    fn expect_continue_only_with_a_body() {
+        let with =
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert!(head(with).expect_continue);
+        let without = "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!head(without).expect_continue);
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(
+            head("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").request.uri(),
+            "*"
+        );
+        assert!(parse("GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+        assert_eq!(
+            head("CONNECT a.org:443 HTTP/1.1\r\nHost: a.org:443\r\n\r\n")
+                .request
+                .uri(),
+            "a.org:443"
+        );
+        assert!(parse("GET a.org HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+}

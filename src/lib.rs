@@ -1,0 +1,89 @@
+//! # mist
+//!
+//! A small, complete and fast HTTP/1.1 server library: a Rust port of the
+//! Gleam web server [mist](https://hexdocs.pm/mist/). It speaks the `http`
+//! crate's types and runs on tokio with its own HTTP/1.1 engine.
+//!
+//! ## A server in ten lines
+//!
+//! ```no_run
+//! use http::{Request, Response};
+//! use mist::{Connection, ResponseData};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mist::StartError> {
+//!     let server = mist::new(|_req: Request<Connection>| async {
+//!         Response::new(ResponseData::from("Hello, world!"))
+//!     })
+//!     .port(4000)
+//!     .start_http()
+//!     .await?; // prints "Listening on http://127.0.0.1:4000"
+//!     server.wait().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Request bodies stay on the socket until you ask
+//!
+//! The handler receives a `Request<Connection>`. Nothing of the body has
+//! been read yet: read it whole with [`read_body`] (with a size limit), or
+//! piece by piece with [`stream()`]. A body the handler ignores is
+//! discarded by the server after the response. If every handler wants the
+//! whole body anyway, [`Builder::read_request_body`] reads it first and the
+//! handler takes a `Request<Bytes>`.
+//!
+//! ```no_run
+//! use http::{Request, Response, StatusCode};
+//! use mist::{Connection, ReadError, ResponseData};
+//!
+//! async fn echo(req: Request<Connection>) -> Response<ResponseData> {
+//!     let status = match mist::read_body(req, 4_000_000).await {
+//!         Ok(req) => return Response::new(ResponseData::from(req.into_body())),
+//!         Err(ReadError::ExcessBody) => StatusCode::PAYLOAD_TOO_LARGE,
+//!         Err(_) => StatusCode::BAD_REQUEST,
+//!     };
+//!     let mut response = Response::new(ResponseData::empty());
+//!     *response.status_mut() = status;
+//!     response
+//! }
+//! ```
+//!
+//! ## Response bodies
+//!
+//! [`ResponseData::Bytes`] for bodies of known size (`content-length`),
+//! [`ResponseData::chunked`] and [`ResponseData::chunked_stream`] for bodies
+//! produced piece by piece (`transfer-encoding: chunked`).
+//!
+//! ## What the engine does for you
+//!
+//! Keep-alive and pipelining (answered in order, responses gathered into one
+//! write), `Date` and `content-length` headers, `100 Continue` when the
+//! handler first reads the body, a 500 when a handler panics (the server
+//! carries on), and clear error statuses for bad input (400, 408, 414, 431,
+//! 501, 505). Every limit and timeout is a [`Builder`] setting with a
+//! documented default. [`Server::shutdown`] stops gracefully.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod builder;
+mod client_info;
+mod config;
+mod h1;
+mod response;
+mod server;
+
+pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
+pub use builder::{new, Builder, Handler, ReadBody, Scheme};
+pub use client_info::{
+    get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
+};
+pub use response::{BoxError, ChunkedBody, ResponseData};
+pub use server::{Server, StartError};
+
+/// Re-exported: request bodies read whole are `bytes::Bytes`.
+pub use bytes;
+/// Re-exported so that handlers can name the request and response types
+/// without a separate dependency on the `http` crate.
+pub use http;

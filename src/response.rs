@@ -1,0 +1,198 @@
+//! Response bodies.
+
+use bytes::Bytes;
+use futures_core::Stream;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The error type a chunked stream may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a response: what the handler returns inside `Response`.
+///
+/// Mirrors mist's `ResponseData`. More variants (files, WebSockets,
+/// server-sent events) arrive with their features, so the enum is
+/// non-exhaustive.
+///
+/// ```
+/// use mist::ResponseData;
+/// let hello = ResponseData::from("Hello, world!");
+/// let chunks = ResponseData::chunked(["one", "two", "three"]);
+/// # let _ = (hello, chunks);
+/// ```
+#[non_exhaustive]
+pub enum ResponseData {
+    /// A body of known size, sent with `content-length`.
+    Bytes(Bytes),
+    /// A body sent piece by piece with `transfer-encoding: chunked` (or,
+    /// to an HTTP/1.0 client, until the connection closes). Every piece is
+    /// written as soon as the stream yields it and nothing else is ready.
+    Chunked(ChunkedBody),
+}
+
+impl ResponseData {
+    /// An empty body.
+    ///
+    /// ```
+    /// let body = mist::ResponseData::empty();
+    /// # let _ = body;
+    /// ```
+    pub fn empty() -> ResponseData {
+        ResponseData::Bytes(Bytes::new())
+    }
+
+    /// A chunked body from an iterator of chunks: mist's `Chunked(Iterator)`.
+    /// The iterator runs on the connection's task, so it should not block;
+    /// use [`ResponseData::chunked_stream`] for chunks that take time.
+    ///
+    /// ```
+    /// let body = mist::ResponseData::chunked((1..=3).map(|i| format!("line {i}\n")));
+    /// # let _ = body;
+    /// ```
+    pub fn chunked<I>(chunks: I) -> ResponseData
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+        I::IntoIter: Send + 'static,
+    {
+        ResponseData::Chunked(ChunkedBody(Box::pin(IterStream {
+            iter: chunks.into_iter(),
+        })))
+    }
+
+    /// A chunked body from an async stream of chunks. If the stream yields an
+    /// error, the connection is closed without the final empty chunk, so the
+    /// client can tell the body is incomplete.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use std::pin::Pin;
+    /// use std::task::{Context, Poll};
+    ///
+    /// struct Countdown(u8);
+    /// impl futures_core::Stream for Countdown {
+    ///     type Item = Result<Bytes, std::io::Error>;
+    ///     fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    ///         if self.0 == 0 { return Poll::Ready(None); }
+    ///         self.0 -= 1;
+    ///         Poll::Ready(Some(Ok(Bytes::from(format!("{}\n", self.0)))))
+    ///     }
+    /// }
+    /// let body = mist::ResponseData::chunked_stream(Countdown(3));
+    /// # let _ = body;
+    /// ```
+    pub fn chunked_stream<S, T, E>(stream: S) -> ResponseData
+    where
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+        T: Into<Bytes>,
+        E: Into<BoxError>,
+    {
+        ResponseData::Chunked(ChunkedBody(Box::pin(MapStream { stream })))
+    }
+}
+
+impl Default for ResponseData {
+    fn default() -> Self {
+        ResponseData::empty()
+    }
+}
+
+impl From<Bytes> for ResponseData {
+    fn from(b: Bytes) -> Self {
+        ResponseData::Bytes(b)
+    }
+}
+
+impl From<&'static str> for ResponseData {
+    fn from(s: &'static str) -> Self {
+        ResponseData::Bytes(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for ResponseData {
+    fn from(s: &'static [u8]) -> Self {
+        ResponseData::Bytes(Bytes::from_static(s))
+    }
+}
+
+impl From<String> for ResponseData {
+    fn from(s: String) -> Self {
+        ResponseData::Bytes(Bytes::from(s))
+    }
+}
+
+impl From<Vec<u8>> for ResponseData {
+    fn from(v: Vec<u8>) -> Self {
+        ResponseData::Bytes(Bytes::from(v))
+    }
+}
+
+impl fmt::Debug for ResponseData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseData::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
+            ResponseData::Chunked(_) => f.write_str("Chunked(..)"),
+        }
+    }
+}
+
+/// The stream behind [`ResponseData::Chunked`]; build it with
+/// [`ResponseData::chunked`] or [`ResponseData::chunked_stream`].
+pub struct ChunkedBody(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>);
+
+impl ChunkedBody {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BoxError>>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for ChunkedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChunkedBody(..)")
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct IterStream<I> {
+        iter: I,
+    }
+}
+
+impl<I> Stream for IterStream<I>
+where
+    I: Iterator,
+    I::Item: Into<Bytes>,
+{
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.project().iter.next().map(|chunk| Ok(chunk.into())))
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct MapStream<S> {
+        #[pin]
+        stream: S,
+    }
+}
+
+impl<S, T, E> Stream for MapStream<S>
+where
+    S: Stream<Item = Result<T, E>>,
+    T: Into<Bytes>,
+    E: Into<BoxError>,
+{
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project()
+            .stream
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map(Into::into).map_err(Into::into)))
+    }
+}

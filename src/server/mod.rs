@@ -1,0 +1,319 @@
+//! The listener(s), the accept loop with its connection limit, and the
+//! server handle with graceful shutdown.
+
+mod listener;
+
+use crate::body::Connection;
+use crate::builder::{Handler, Scheme};
+use crate::config::Config;
+use crate::h1::dispatch::{self, ConnContext};
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, warn};
+
+/// Longest pause after an accept error such as running out of descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Why a server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The interface given to [`Builder::bind`](crate::Builder::bind) is not
+    /// `localhost`, an IPv4 address or an IPv6 address.
+    InvalidInterface(String),
+    /// The operating system refused to listen on this address (in use, no
+    /// permission, not available on this machine).
+    Bind {
+        /// The address that could not be bound.
+        address: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::InvalidInterface(interface) => write!(
+                f,
+                "invalid interface {interface:?}: expected \"localhost\", an IPv4 or an IPv6 address"
+            ),
+            StartError::Bind { address, source } => write!(f, "cannot listen on {address}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } => Some(source),
+            StartError::InvalidInterface(_) => None,
+        }
+    }
+}
+
+/// What `start` needs from the builder.
+pub(crate) struct Options {
+    pub port: u16,
+    pub interface: String,
+    pub ipv6: bool,
+    pub config: Config,
+    pub scheme: Scheme,
+}
+
+/// A running server: its address, and its shutdown.
+///
+/// Cloning gives another handle to the same server. Dropping every handle
+/// leaves the server running.
+///
+/// ```no_run
+/// # use http::{Request, Response};
+/// # use mist::{Connection, ResponseData};
+/// # use std::time::Duration;
+/// # async fn run() -> Result<(), mist::StartError> {
+/// let server = mist::new(|_req: Request<Connection>| async { Response::new(ResponseData::empty()) })
+///     .port(0)
+///     .start_http()
+///     .await?;
+/// // ... later: stop accepting, give requests in flight 10 s, then close.
+/// server.shutdown(Duration::from_secs(10));
+/// server.wait().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    addrs: Vec<SocketAddr>,
+    stop: watch::Sender<Option<Duration>>,
+    done: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// The port the server listens on (the real one when 0 was asked for).
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The first address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addrs[0]
+    }
+
+    /// Every address the server listens on (two with
+    /// [`Builder::with_ipv6`](crate::Builder::with_ipv6) on `localhost`).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.addrs
+    }
+
+    /// Starts a graceful shutdown: the server stops accepting at once; idle
+    /// connections close; requests in flight run to their end and their
+    /// responses carry `connection: close`. Connections still open after
+    /// `grace` are closed. Returns at once; [`Server::wait`] waits for the
+    /// end. Only the first call counts.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shared.stop.send_if_modified(|stop| {
+            if stop.is_some() {
+                return false;
+            }
+            *stop = Some(grace);
+            true
+        });
+    }
+
+    /// Waits until the server has stopped: no listener, no connection left.
+    pub async fn wait(&self) {
+        let mut done = self.shared.done.clone();
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.shared.addrs)
+            .finish()
+    }
+}
+
+/// Binds and spawns the accept loop.
+pub(crate) async fn start<H: Handler<Connection>>(
+    options: Options,
+    handler: Arc<H>,
+) -> Result<Server, StartError> {
+    let listeners = listener::bind(&options.interface, options.port, options.ipv6)?;
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|source| StartError::Bind {
+            address: SocketAddr::from(([0, 0, 0, 0], options.port)),
+            source,
+        })?;
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let (done_tx, done_rx) = watch::channel(false);
+    let scheme = match options.scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    };
+    let supervisor = Supervisor {
+        listeners,
+        handler,
+        config: Arc::new(options.config),
+        scheme,
+    };
+    tokio::spawn(async move {
+        supervisor.run(stop_rx).await;
+        let _ = done_tx.send(true);
+    });
+    Ok(Server {
+        shared: Arc::new(Shared {
+            addrs,
+            stop: stop_tx,
+            done: done_rx,
+        }),
+    })
+}
+
+struct Supervisor<H> {
+    listeners: Vec<TcpListener>,
+    handler: Arc<H>,
+    config: Arc<Config>,
+    scheme: http::uri::Scheme,
+}
+
+impl<H: Handler<Connection>> Supervisor<H> {
+    async fn run(self, mut stop: watch::Receiver<Option<Duration>>) {
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut connections = JoinSet::new();
+        let mut backoff = MIN_ACCEPT_BACKOFF;
+        let mut stop_handle_gone = false;
+        let grace = loop {
+            tokio::select! {
+                biased;
+                requested = wait_for_stop(&mut stop), if !stop_handle_gone => match requested {
+                    Ok(grace) => break grace,
+                    // Every `Server` handle is gone: nobody can stop the
+                    // server any more, so it serves until the runtime ends.
+                    Err(_) => stop_handle_gone = true,
+                },
+                Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(err) = ended {
+                        if err.is_panic() {
+                            error!("a connection task panicked: {err}");
+                        }
+                    }
+                }
+                accepted = accept(&self.listeners, &permits) => match accepted {
+                    Ok((stream, peer, permit)) => {
+                        backoff = MIN_ACCEPT_BACKOFF;
+                        self.spawn_connection(&mut connections, stream, peer, permit, drain_rx.clone());
+                    }
+                    Err(err) if is_connection_error(&err) => {
+                        debug!(%err, "connection failed during accept");
+                    }
+                    Err(err) => {
+                        // EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at
+                        // once would spin; wait for resources to come back.
+                        error!(%err, ?backoff, "accept failed; backing off");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    }
+                },
+            }
+        };
+        drop(self.listeners);
+        debug!(connections = connections.len(), ?grace, "shutting down");
+        let _ = drain_tx.send(true);
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ended = connections.join_next() => if ended.is_none() { break },
+                _ = &mut deadline => {
+                    warn!(connections = connections.len(), "shutdown grace period over; closing connections");
+                    connections.shutdown().await;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn spawn_connection(
+        &self,
+        connections: &mut JoinSet<()>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        // Responses are written whole or in large pieces: Nagle's delay
+        // would only add latency.
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(%err, "cannot set TCP_NODELAY");
+        }
+        let ctx = ConnContext {
+            peer: Some(peer),
+            scheme: self.scheme.clone(),
+            config: Arc::clone(&self.config),
+            shutdown,
+        };
+        let handler = Arc::clone(&self.handler);
+        connections.spawn(async move {
+            dispatch::serve(stream, handler, ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The grace period of a requested shutdown; `Err` once every handle is gone.
+async fn wait_for_stop(
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Result<Duration, watch::error::RecvError> {
+    let grace = stop.wait_for(Option::is_some).await?;
+    Ok(grace.unwrap_or_default())
+}
+
+/// Accepts from whichever listener is ready, once a connection slot is free.
+async fn accept(
+    listeners: &[TcpListener],
+    permits: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(|_| io::Error::other("connection limit closed"))?;
+    let (stream, peer) = poll_fn(|cx| {
+        for listener in listeners {
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await?;
+    Ok((stream, peer, permit))
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
