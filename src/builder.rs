@@ -434,17 +434,12 @@ impl FailureResponse {
 }
 
 impl<H: Handler<Bytes>> Handler<Connection> for ReadBody<H> {
-    fn call(
-        &self,
-        request: Request<Connection>,
-    ) -> impl Future<Output = Response<ResponseData>> + Send {
-        async move {
-            match read_body(request, self.limit).await {
-                Ok(request) => self.inner.call(request).await,
-                Err(err) => {
-                    tracing::debug!(%err, "request body refused");
-                    self.failure.to_response()
-                }
+    async fn call(&self, request: Request<Connection>) -> Response<ResponseData> {
+        match read_body(request, self.limit).await {
+            Ok(request) => self.inner.call(request).await,
+            Err(err) => {
+                tracing::debug!(%err, "request body refused");
+                self.failure.to_response()
             }
         }
     }

@@ -236,6 +236,7 @@ where
         || *ctx.shutdown.borrow()
         || matches!(transport.decoder, Decoder::Failed)
         || (body_unread && continue_unsent)
+        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard)
         || asks_to_close(&parts);
 
     let written = write_response(

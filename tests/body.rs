@@ -1,0 +1,275 @@
+//! Request bodies read lazily from the socket, through a real client.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response};
+use mist::{Chunk, Connection, ReadError, ResponseData};
+use support::{post, roundtrip, serve, start, text, Client};
+
+/// Reads the body whole with a limit of 100 bytes and reports the outcome.
+async fn read_100(req: Request<Connection>) -> Response<ResponseData> {
+    match mist::read_body(req, 100).await {
+        Ok(req) => Response::new(ResponseData::from(req.into_body())),
+        Err(ReadError::ExcessBody) => text(413, "excess"),
+        Err(ReadError::MalformedBody) => text(400, "malformed"),
+        Err(err) => text(500, err.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn read_body_returns_content_length_body() {
+    let server = serve(read_100).await;
+    assert_eq!(
+        roundtrip(&server, post("/", b"hello body")).await.text(),
+        "hello body"
+    );
+}
+
+#[tokio::test]
+async fn read_body_accepts_body_exactly_at_limit() {
+    let server = serve(read_100).await;
+    let body = [b'z'; 100];
+    assert_eq!(roundtrip(&server, post("/", &body)).await.body, body);
+}
+
+#[tokio::test]
+async fn read_body_refuses_declared_excess_without_reading_it() {
+    let server = serve(read_100).await;
+    let mut client = Client::connect(&server).await;
+    // Only the head is sent: the answer cannot depend on reading the body.
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n")
+        .await;
+    let resp = client.response().await;
+    assert_eq!(resp.status, 413);
+    assert!(resp.closes(), "a large unread body cannot be skipped");
+}
+
+#[tokio::test]
+async fn read_body_refuses_chunked_excess_as_soon_as_decoded() {
+    let server = serve(read_100).await;
+    let mut client = Client::connect(&server).await;
+    // 60 + 60 bytes in two chunks, and the body never ends: the limit must
+    // trip on what was decoded, not wait for the end.
+    let chunk = format!("3c\r\n{}\r\n", "a".repeat(60));
+    client
+        .send(format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}"
+        ))
+        .await;
+    let resp = client.response().await;
+    assert_eq!(resp.status, 413);
+}
+
+#[tokio::test]
+async fn read_body_reads_chunked_with_extensions_and_trailers() {
+    let server = serve(read_100).await;
+    let resp = roundtrip(
+        &server,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Checksum: abc\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.text(), "hello world");
+}
+
+#[tokio::test]
+async fn read_body_reports_malformed_chunked_body() {
+    let server = serve(read_100).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let resp = client.response().await;
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.text(), "malformed");
+    assert!(resp.closes());
+}
+
+#[tokio::test]
+async fn read_body_reports_short_body_as_malformed() {
+    let server = serve(read_100).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nonly this")
+        .await;
+    // The client gives up sending, but can still read the answer.
+    client.stream.shutdown().await.unwrap();
+    let resp = client.response().await;
+    assert_eq!(resp.status, 400);
+}
+
+#[tokio::test]
+async fn read_body_times_out_on_a_silent_client() {
+    let server =
+        start(mist::new(read_100).body_read_timeout(std::time::Duration::from_millis(100))).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nsome")
+        .await;
+    let resp = client.response().await;
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.text(), ReadError::Timeout.to_string());
+    assert!(resp.closes());
+}
+
+#[tokio::test]
+async fn read_body_of_bodyless_request_is_empty() {
+    let server = serve(|req: Request<Connection>| async move {
+        let body = mist::read_body(req, 0).await.unwrap().into_body();
+        text(200, format!("{} bytes", body.len()))
+    })
+    .await;
+    assert_eq!(
+        roundtrip(&server, support::get("/")).await.text(),
+        "0 bytes"
+    );
+}
+
+/// Streams the body with `consume(7)` and reports the piece sizes.
+async fn consume_7(mut req: Request<Connection>) -> Response<ResponseData> {
+    let mut body = mist::stream(&mut req);
+    let mut pieces = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        match body.consume(7).await {
+            Ok(Chunk::Data(bytes)) => {
+                pieces.push(bytes.len());
+                all.extend_from_slice(&bytes);
+            }
+            Ok(Chunk::Done) => break,
+            Err(err) => return text(400, err.to_string()),
+        }
+    }
+    assert!(
+        matches!(body.consume(7).await, Ok(Chunk::Done)),
+        "done stays done"
+    );
+    assert!(pieces.iter().all(|&n| (1..=7).contains(&n)), "{pieces:?}");
+    Response::new(ResponseData::from(all))
+}
+
+#[tokio::test]
+async fn stream_pulls_content_length_body_in_pieces() {
+    let server = serve(consume_7).await;
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    assert_eq!(roundtrip(&server, post("/", &body)).await.body, body);
+}
+
+#[tokio::test]
+async fn stream_pulls_chunked_body_in_pieces() {
+    let server = serve(consume_7).await;
+    let resp = roundtrip(
+        &server,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10;x=y\r\n0123456789abcdef\r\n3\r\nxyz\r\n0\r\nTrailer: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.text(), "0123456789abcdefxyz");
+}
+
+#[tokio::test]
+async fn stream_works_as_futures_stream() {
+    let server = serve(|mut req: Request<Connection>| async move {
+        let mut body = mist::stream(&mut req);
+        let mut total = 0;
+        while let Some(piece) = body.next().await {
+            total += piece.unwrap().len();
+        }
+        text(200, total.to_string())
+    })
+    .await;
+    let body = vec![7u8; 300_000];
+    assert_eq!(roundtrip(&server, post("/", &body)).await.text(), "300000");
+}
+
+#[tokio::test]
+async fn stream_reports_malformed_chunked_body() {
+    let server = serve(consume_7).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX")
+        .await;
+    assert_eq!(client.response().await.status, 400);
+}
+
+#[tokio::test]
+async fn read_request_body_hands_bytes_to_the_handler() {
+    let failure = Response::builder()
+        .status(413)
+        .body("too big for me")
+        .unwrap();
+    let builder = mist::new(|req: Request<Bytes>| async move {
+        text(
+            200,
+            format!("{} {}", req.method(), String::from_utf8_lossy(req.body())),
+        )
+    })
+    .read_request_body(10, failure);
+    let server = start(builder).await;
+    assert_eq!(
+        roundtrip(&server, post("/", b"small")).await.text(),
+        "POST small"
+    );
+    let resp = roundtrip(&server, post("/", b"far too large a body")).await;
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.text(), "too big for me");
+    let resp = roundtrip(
+        &server,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n",
+    )
+    .await;
+    assert_eq!(
+        resp.status, 413,
+        "malformed bodies get the failure response too"
+    );
+}
+
+#[tokio::test]
+async fn client_info_reports_the_peer() {
+    let server = serve(|req: Request<Connection>| async move {
+        let info = mist::get_client_info(req.body()).unwrap();
+        text(
+            200,
+            format!(
+                "{} {}",
+                mist::ip_address_to_string(&info.ip_address),
+                info.port
+            ),
+        )
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    let local = client.stream.local_addr().unwrap();
+    client.send(support::get("/")).await;
+    assert_eq!(
+        client.response().await.text(),
+        format!("127.0.0.1 {}", local.port())
+    );
+}
+
+#[tokio::test]
+async fn client_info_reports_ipv6_loopback_as_short_form() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipping");
+        return;
+    }
+    let server = mist::new(|req: Request<Connection>| async move {
+        let info = mist::get_client_info(req.body()).unwrap();
+        text(200, mist::ip_address_to_string(&info.ip_address))
+    })
+    .port(0)
+    .bind("::1")
+    .after_start(|_, _, _| {})
+    .start_http()
+    .await
+    .unwrap();
+    let stream = tokio::net::TcpStream::connect(("::1", server.port()))
+        .await
+        .unwrap();
+    let mut client = Client::from_stream(stream);
+    client.send(support::get("/")).await;
+    assert_eq!(client.response().await.text(), "::1");
+}
+
+use tokio::io::AsyncWriteExt;

@@ -1,0 +1,691 @@
+//! The HTTP/1.1 engine, driven with raw bytes over real sockets.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use mist::{Connection, ResponseData};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{get, post, roundtrip, serve, start, text, Client};
+
+/// Answers with what the engine made of the request head.
+async fn describe(req: Request<Connection>) -> Response<ResponseData> {
+    let headers: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    text(
+        200,
+        format!(
+            "{} {} {:?}\n{}",
+            req.method(),
+            req.uri(),
+            req.version(),
+            headers.join("\n")
+        ),
+    )
+}
+
+mod keep_alive {
+    use super::*;
+
+    #[tokio::test]
+    async fn http11_connection_stays_open_for_many_requests() {
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        for i in 0..5 {
+            client.send(get(&format!("/{i}"))).await;
+            let resp = client.response().await;
+            assert_eq!(resp.status, 200);
+            assert!(resp
+                .text()
+                .starts_with(&format!("GET http://test/{i} HTTP/1.1")));
+            assert!(!resp.closes());
+        }
+    }
+
+    #[tokio::test]
+    async fn http10_closes_by_default() {
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        client.send("GET /x HTTP/1.0\r\n\r\n").await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn http10_keep_alive_is_honoured() {
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        for _ in 0..2 {
+            client
+                .send("GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .await;
+            let resp = client.response().await;
+            assert_eq!(resp.header("connection"), Some("keep-alive"));
+        }
+    }
+
+    #[tokio::test]
+    async fn request_connection_close_closes_after_response() {
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await;
+        assert!(client.response().await.closes());
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn response_connection_close_closes_after_response() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::builder()
+                .header("connection", "close")
+                .body(ResponseData::from("bye"))
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.text(), "bye");
+        assert_eq!(resp.all("connection"), ["close"]);
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn idle_connection_closes_after_keep_alive_timeout() {
+        let server =
+            start(mist::new(describe).keep_alive_timeout(Duration::from_millis(100))).await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.status, 200);
+        // The server closes the idle connection by itself.
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn slow_head_is_cut_off_with_408() {
+        let server =
+            start(mist::new(describe).header_read_timeout(Duration::from_millis(200))).await;
+        let mut client = Client::connect(&server).await;
+        client.send("GET / HTTP/1.1\r\nHost: a\r\n").await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 408);
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn silent_new_connection_is_closed_after_header_timeout() {
+        let server =
+            start(mist::new(describe).header_read_timeout(Duration::from_millis(100))).await;
+        let mut client = Client::connect(&server).await;
+        assert!(client.is_closed().await);
+    }
+}
+
+mod pipelining {
+    use super::*;
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order() {
+        let server = serve(|req: Request<Connection>| async move {
+            // The first request is the slowest: order must still hold.
+            let delay = match req.uri().path() {
+                "/1" => 60,
+                "/2" => 20,
+                _ => 0,
+            };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            text(200, req.uri().path().to_string())
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        let mut batch = String::new();
+        for i in 1..=20 {
+            batch.push_str(&get(&format!("/{i}")));
+        }
+        client.send(batch).await;
+        for i in 1..=20 {
+            assert_eq!(client.response().await.text(), format!("/{i}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_with_bodies_stay_in_sync() {
+        let server = serve(support::echo_handler).await;
+        let mut client = Client::connect(&server).await;
+        let mut batch = post("/", b"first");
+        batch.extend_from_slice(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n");
+        batch.extend_from_slice(&post("/", b"third"));
+        client.send(batch).await;
+        assert_eq!(client.response().await.text(), "first");
+        assert_eq!(client.response().await.text(), "second");
+        assert_eq!(client.response().await.text(), "third");
+    }
+}
+
+mod heads {
+    use super::*;
+
+    #[tokio::test]
+    async fn repeated_request_headers_arrive_in_order() {
+        let server = serve(describe).await;
+        let resp = roundtrip(
+            &server,
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: b\r\nX-A: 2\r\nX-A: 3\r\n\r\n",
+        )
+        .await;
+        let lines: Vec<&str> = resp
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("x-a="))
+            .collect();
+        assert_eq!(lines, ["x-a=1", "x-a=2", "x-a=3"]);
+    }
+
+    #[tokio::test]
+    async fn non_utf8_header_value_reaches_handler_as_bytes() {
+        let server = serve(|req: Request<Connection>| async move {
+            let value = req.headers()["x-raw"].as_bytes().to_vec();
+            Response::new(ResponseData::from(value))
+        })
+        .await;
+        let resp = roundtrip(
+            &server,
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX-Raw: caf\xe9 \xff\r\n\r\n"[..],
+        )
+        .await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, b"caf\xe9 \xff");
+    }
+
+    #[tokio::test]
+    async fn host_fills_authority_and_query_is_untouched() {
+        let server = serve(describe).await;
+        let resp = roundtrip(
+            &server,
+            "GET /a%20b/c?x=1+2&y=%2F&&z HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+        )
+        .await;
+        assert!(
+            resp.text()
+                .starts_with("GET http://example.com:8080/a%20b/c?x=1+2&y=%2F&&z HTTP/1.1"),
+            "{}",
+            resp.text()
+        );
+    }
+
+    #[tokio::test]
+    async fn absolute_form_target_is_kept() {
+        let server = serve(describe).await;
+        let resp = roundtrip(
+            &server,
+            "GET http://other.org:81/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        )
+        .await;
+        assert!(
+            resp.text()
+                .starts_with("GET http://other.org:81/p?q HTTP/1.1"),
+            "{}",
+            resp.text()
+        );
+    }
+
+    #[tokio::test]
+    async fn responses_carry_date_and_content_length() {
+        let server = serve(support::fixed("Hello, world!")).await;
+        let resp = roundtrip(&server, get("/")).await;
+        assert_eq!(resp.header("content-length"), Some("13"));
+        let date = resp.header("date").expect("date header");
+        let parsed = httpdate_parse(date);
+        let now = std::time::SystemTime::now();
+        let skew = now.duration_since(parsed).unwrap_or_default();
+        assert!(skew < Duration::from_secs(5), "date {date} is not now");
+    }
+
+    fn httpdate_parse(s: &str) -> std::time::SystemTime {
+        // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT"
+        let parts: Vec<&str> = s.split(' ').collect();
+        assert_eq!(parts.len(), 6, "{s}");
+        assert_eq!(parts[5], "GMT");
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = months.iter().position(|m| *m == parts[2]).unwrap() as u64 + 1;
+        let (day, year): (u64, u64) = (parts[1].parse().unwrap(), parts[3].parse().unwrap());
+        let hms: Vec<u64> = parts[4].split(':').map(|p| p.parse().unwrap()).collect();
+        // Days from civil (Howard Hinnant's algorithm).
+        let (y, m) = if month <= 2 {
+            (year - 1, month + 9)
+        } else {
+            (year, month - 3)
+        };
+        let era = y / 400;
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146097 + doe - 719468;
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+    }
+
+    #[tokio::test]
+    async fn repeated_response_headers_all_go_out_in_order() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::builder()
+                .header("set-cookie", "a=1")
+                .header("set-cookie", "b=2")
+                .header("set-cookie", "c=3")
+                .body(ResponseData::empty())
+                .unwrap()
+        })
+        .await;
+        let resp = roundtrip(&server, get("/")).await;
+        assert_eq!(resp.all("set-cookie"), ["a=1", "b=2", "c=3"]);
+    }
+
+    #[tokio::test]
+    async fn head_response_has_length_but_no_body() {
+        let server = serve(support::fixed("Hello, world!")).await;
+        let mut client = Client::connect(&server).await;
+        client.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let resp = client.head_response().await;
+        assert_eq!(resp.header("content-length"), Some("13"));
+        // The next response follows directly: no stray body bytes between.
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.text(), "Hello, world!");
+    }
+
+    #[tokio::test]
+    async fn no_content_and_not_modified_carry_no_body() {
+        let server = serve(|req: Request<Connection>| async move {
+            let status = if req.uri().path() == "/204" { 204 } else { 304 };
+            Response::builder()
+                .status(status)
+                .body(ResponseData::from("ignored"))
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        for path in ["/204", "/304"] {
+            client.send(get(path)).await;
+            let resp = client.response().await;
+            assert_eq!(resp.status.to_string(), path[1..]);
+            assert_eq!(resp.header("content-length"), None);
+            assert!(resp.body.is_empty());
+        }
+        client.send(get("/204")).await;
+        assert_eq!(client.response().await.status, 204);
+    }
+
+    #[tokio::test]
+    async fn large_body_arrives_intact() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = big.clone();
+        let body = Bytes::from(big);
+        let server = serve(move |_req: Request<Connection>| {
+            let body = body.clone();
+            async move { Response::new(ResponseData::from(body)) }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        for _ in 0..2 {
+            client.send(get("/")).await;
+            assert!(client.response().await.body == expected);
+        }
+    }
+}
+
+/// Requests the engine refuses: a status, then the connection closes.
+mod rejections {
+    use super::*;
+
+    async fn refused(raw: &[u8], status: u16) {
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        client.send(raw).await;
+        let resp = client.response().await;
+        assert_eq!(
+            resp.status,
+            status,
+            "for {:?}: {}",
+            String::from_utf8_lossy(raw),
+            resp.text()
+        );
+        assert!(resp.closes());
+        assert!(!resp.body.is_empty(), "error responses say what went wrong");
+        assert!(client.is_closed().await);
+    }
+
+    #[tokio::test]
+    async fn malformed_request_line_is_400() {
+        refused(b"GET\r\n\r\n", 400).await;
+        refused(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400).await;
+        refused(b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn malformed_header_is_400() {
+        refused(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400).await;
+        refused(b"GET / HTTP/1.1\r\nHost: a\r\nX-A : x\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn obs_fold_is_400() {
+        refused(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn missing_or_repeated_host_is_400() {
+        refused(b"GET / HTTP/1.1\r\n\r\n", 400).await;
+        refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn head_over_limit_is_431() {
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(70 * 1024)
+        );
+        refused(raw.as_bytes(), 431).await;
+    }
+
+    #[tokio::test]
+    async fn too_many_headers_is_431() {
+        let fields: String = (0..150).map(|i| format!("X-{i}: v\r\n")).collect();
+        refused(
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n").as_bytes(),
+            431,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn long_target_is_414() {
+        refused(
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(10_000)).as_bytes(),
+            414,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unsupported_version_is_505() {
+        refused(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505).await;
+        refused(b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505).await;
+    }
+
+    #[tokio::test]
+    async fn hrs_transfer_encoding_with_content_length_is_400() {
+        refused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn hrs_differing_content_lengths_are_400() {
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            400,
+        )
+        .await;
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!",
+            400,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn hrs_malformed_content_length_is_400() {
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+            400,
+        )
+        .await;
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello",
+            400,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn hrs_transfer_coding_other_than_final_chunked_is_400() {
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            400,
+        )
+        .await;
+        refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            400,
+        )
+        .await;
+        refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn hrs_bad_chunk_framing_does_not_desync() {
+        let server = serve(support::echo_handler).await;
+        let mut client = Client::connect(&server).await;
+        // A bare LF after the chunk data: the body is malformed, and the
+        // "request" smuggled behind it must never be answered.
+        client
+            .send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 400);
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+    }
+}
+
+mod expect_continue {
+    use super::*;
+
+    #[tokio::test]
+    async fn continue_is_sent_when_the_handler_reads_the_body() {
+        let server = serve(support::echo_handler).await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .await;
+        // The client waits for 100 Continue before sending its body.
+        let interim = client.response().await;
+        assert_eq!(interim.status, 100);
+        client.send("hello").await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "hello");
+    }
+
+    #[tokio::test]
+    async fn no_continue_when_the_handler_answers_without_reading() {
+        let server = serve(|_req: Request<Connection>| async { text(403, "no") }).await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .await;
+        let resp = client.response().await;
+        assert_eq!(
+            resp.status, 403,
+            "the final response comes first, with no 100 before it"
+        );
+        assert!(resp.closes());
+    }
+}
+
+mod unread_bodies {
+    use super::*;
+
+    #[tokio::test]
+    async fn small_unread_body_is_drained_and_connection_reused() {
+        let server = serve(support::fixed("ignored your body")).await;
+        let mut client = Client::connect(&server).await;
+        client.send(post("/", &[b'x'; 10_000])).await;
+        let first = client.response().await;
+        assert!(!first.closes());
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+            .await;
+        assert_eq!(client.response().await.text(), "ignored your body");
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn large_unread_body_closes_the_connection() {
+        let server = start(mist::new(support::fixed("no")).max_discard(1000)).await;
+        let mut client = Client::connect(&server).await;
+        client.send(post("/", &[b'x'; 5000])).await;
+        let resp = client.response().await;
+        assert_eq!(resp.text(), "no");
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+    }
+}
+
+mod panics {
+    use super::*;
+
+    #[tokio::test]
+    async fn panicking_handler_costs_one_request() {
+        let server = serve(|req: Request<Connection>| async move {
+            if req.uri().path() == "/panic" {
+                panic!("handler panics on purpose");
+            }
+            text(200, "fine")
+        })
+        .await;
+        let mut other = Client::connect(&server).await;
+        other.send(get("/")).await;
+        assert_eq!(other.response().await.text(), "fine");
+
+        let mut client = Client::connect(&server).await;
+        client.send(get("/panic")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 500);
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+
+        // The already open connection and new ones carry on.
+        other.send(get("/")).await;
+        assert_eq!(other.response().await.text(), "fine");
+        assert_eq!(roundtrip(&server, get("/")).await.text(), "fine");
+    }
+
+    #[tokio::test]
+    async fn handler_panicking_before_its_future_costs_one_request() {
+        #[allow(unreachable_code)]
+        fn eager(_req: Request<Connection>) -> std::future::Ready<Response<ResponseData>> {
+            panic!("panics while making its future");
+        }
+        let server = serve(eager).await;
+        assert_eq!(roundtrip(&server, get("/")).await.status, 500);
+        assert_eq!(roundtrip(&server, get("/")).await.status, 500);
+    }
+}
+
+mod chunked_responses {
+    use super::*;
+    use futures_util::stream;
+
+    #[tokio::test]
+    async fn iterator_chunks_go_out_chunked() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::new(ResponseData::chunked(["one", "two", "three"]))
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(resp.header("content-length"), None);
+        assert_eq!(resp.text(), "onetwothree");
+        // And the connection is still usable.
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.text(), "onetwothree");
+    }
+
+    #[tokio::test]
+    async fn each_chunk_is_flushed_while_the_stream_waits() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let rx = Arc::new(Mutex::new(Some(rx)));
+        let server = serve(move |_req: Request<Connection>| {
+            let rx = rx.lock().unwrap().take().unwrap();
+            async move {
+                let body = stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+                });
+                Response::new(ResponseData::chunked_stream(body))
+            }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        // The first chunk arrives while the stream is still open.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains("5\r\nfirst\r\n") {
+            use tokio::io::AsyncReadExt;
+            let n = client.stream.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn failing_stream_ends_without_last_chunk() {
+        let server = serve(|_req: Request<Connection>| async {
+            let chunks = stream::iter(vec![
+                Ok(Bytes::from_static(b"partial")),
+                Err(std::io::Error::other("backend went away")),
+            ]);
+            Response::new(ResponseData::chunked_stream(chunks))
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let raw = String::from_utf8(client.read_to_close().await).unwrap();
+        assert!(raw.contains("7\r\npartial\r\n"), "{raw}");
+        assert!(
+            !raw.ends_with("0\r\n\r\n"),
+            "a failed stream must not look complete: {raw}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http10_client_gets_body_until_close() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::new(ResponseData::chunked(["a", "b"]))
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send("GET / HTTP/1.0\r\n\r\n").await;
+        let raw = String::from_utf8(client.read_to_close().await).unwrap();
+        assert!(!raw.contains("transfer-encoding"), "{raw}");
+        assert!(raw.ends_with("\r\n\r\nab"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn head_of_chunked_response_has_no_body() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::new(ResponseData::chunked(["a", "b"]))
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let resp = client.head_response().await;
+        assert_eq!(resp.status, 200);
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.text(), "ab");
+    }
+}

@@ -1,0 +1,216 @@
+//! The server's life: binding, the connection limit, graceful shutdown.
+
+mod support;
+
+use http::{Request, Response};
+use mist::{Connection, ResponseData, StartError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{get, roundtrip, serve, start, text, Client, SAFETY_TIMEOUT};
+use tokio::sync::{mpsc, Notify};
+
+#[tokio::test]
+async fn invalid_interface_is_an_error_not_a_crash() {
+    let result = mist::new(support::fixed("x"))
+        .bind("not an address")
+        .port(0)
+        .start_http()
+        .await;
+    match result {
+        Err(StartError::InvalidInterface(interface)) => assert_eq!(interface, "not an address"),
+        other => panic!("expected InvalidInterface, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn port_in_use_is_a_bind_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let result = mist::new(support::fixed("x"))
+        .bind("127.0.0.1")
+        .port(port)
+        .after_start(|_, _, _| {})
+        .start_http()
+        .await;
+    match result {
+        Err(err @ StartError::Bind { .. }) => assert!(err.to_string().contains(&port.to_string())),
+        other => panic!("expected Bind error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn port_zero_reports_the_real_port_to_after_start() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = mist::new(support::fixed("x"))
+        .port(0)
+        .after_start(move |port, scheme, ip| {
+            tx.send((port, scheme, ip)).unwrap();
+        })
+        .start_http()
+        .await
+        .unwrap();
+    let (port, scheme, ip) = rx.recv().await.unwrap();
+    assert_eq!(port, server.port());
+    assert_ne!(port, 0);
+    assert_eq!(scheme, mist::Scheme::Http);
+    assert_eq!(ip, mist::IpAddress::V4(127, 0, 0, 1));
+}
+
+#[tokio::test]
+async fn with_ipv6_on_localhost_listens_on_both_families() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipping");
+        return;
+    }
+    let server = mist::new(support::fixed("both"))
+        .port(0)
+        .with_ipv6()
+        .after_start(|_, _, _| {})
+        .start_http()
+        .await
+        .unwrap();
+    assert_eq!(server.local_addrs().len(), 2);
+    let port = server.port();
+    for host in ["127.0.0.1", "::1"] {
+        let stream = tokio::net::TcpStream::connect((host, port)).await.unwrap();
+        let mut client = Client::from_stream(stream);
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.text(), "both");
+    }
+}
+
+#[tokio::test]
+async fn connection_limit_holds_new_connections_until_one_closes() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&log);
+    let builder = mist::new(move |req: Request<Connection>| {
+        seen.lock().unwrap().push(req.uri().path().to_string());
+        async { text(200, "ok") }
+    })
+    .max_connections(1);
+    let server = start(builder).await;
+    let mut first = Client::connect(&server).await;
+    first.send(get("/first-1")).await;
+    first.response().await;
+    // Queued in the kernel's backlog: the server does not take it yet.
+    let mut second = Client::connect(&server).await;
+    second.send(get("/second")).await;
+    first.send(get("/first-2")).await;
+    first.response().await;
+    drop(first);
+    assert_eq!(second.response().await.text(), "ok");
+    assert_eq!(*log.lock().unwrap(), ["/first-1", "/first-2", "/second"]);
+}
+
+type BoxedResponse =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseData>> + Send>>;
+
+/// A handler that reports when it starts and finishes only when told.
+struct Gated {
+    handler: Box<dyn Fn(Request<Connection>) -> BoxedResponse + Send + Sync>,
+    started: mpsc::UnboundedReceiver<()>,
+    release: Arc<Notify>,
+}
+
+fn gated() -> Gated {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let gate = Arc::clone(&release);
+    let handler = move |req: Request<Connection>| -> BoxedResponse {
+        let started = started_tx.clone();
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            if req.uri().path() == "/gated" {
+                let _ = started.send(());
+                gate.notified().await;
+            }
+            text(200, "finished")
+        })
+    };
+    Gated {
+        handler: Box::new(handler),
+        started,
+        release,
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_request_in_flight_finish() {
+    let Gated {
+        handler,
+        mut started,
+        release,
+    } = gated();
+    let server = serve(handler).await;
+    let mut busy = Client::connect(&server).await;
+    busy.send(get("/gated")).await;
+    started.recv().await.unwrap();
+
+    let mut idle = Client::connect(&server).await;
+    idle.send(get("/")).await;
+    idle.response().await;
+
+    server.shutdown(Duration::from_secs(10));
+    // The idle keep-alive connection is closed right away.
+    assert!(idle.is_closed().await);
+    release.notify_one();
+    let resp = busy.response().await;
+    assert_eq!(resp.text(), "finished");
+    assert!(resp.closes());
+    assert!(busy.is_closed().await);
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("server stops");
+    // Nothing accepts any more.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_still_busy_after_grace() {
+    let Gated {
+        handler,
+        mut started,
+        release: _release,
+    } = gated();
+    let server = serve(handler).await;
+    let mut stuck = Client::connect(&server).await;
+    stuck.send(get("/gated")).await;
+    started.recv().await.unwrap();
+    server.shutdown(Duration::from_millis(50));
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("server stops after grace");
+    assert!(stuck.is_closed().await);
+}
+
+#[tokio::test]
+async fn server_keeps_serving_when_its_handle_is_dropped() {
+    let server = serve(support::fixed("still here")).await;
+    let port = server.port();
+    drop(server);
+    let mut client = Client::connect_port(port).await;
+    client.send(get("/")).await;
+    assert_eq!(client.response().await.text(), "still here");
+}
+
+#[tokio::test]
+async fn many_concurrent_connections_are_served() {
+    let server = serve(support::fixed("hi")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let port = server.port();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect_port(port).await;
+            for _ in 0..10 {
+                client.send(get("/")).await;
+                assert_eq!(client.response().await.text(), "hi");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(roundtrip(&server, get("/")).await.text(), "hi");
+}

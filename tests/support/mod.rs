@@ -1,0 +1,270 @@
+//! Test helpers: start a server on port 0, and talk to it with raw bytes
+//! over a real `TcpStream`.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response};
+use mist::{Builder, Connection, Handler, ResponseData, Server};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A guard against a test hanging forever on a broken server; never used to
+/// wait for something to happen.
+pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts `builder` on a free loopback port, silently.
+pub async fn start<H: Handler<Connection>>(builder: Builder<H, Connection>) -> Server {
+    builder
+        .port(0)
+        .bind("127.0.0.1")
+        .after_start(|_, _, _| {})
+        .start_http()
+        .await
+        .expect("server starts")
+}
+
+/// Starts a server around a handler with default settings.
+pub async fn serve<H: Handler<Connection>>(handler: H) -> Server {
+    start(mist::new(handler)).await
+}
+
+/// A response with a text body and a content type.
+pub fn text(status: u16, body: impl Into<ResponseData>) -> Response<ResponseData> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body.into())
+        .unwrap()
+}
+
+/// Echoes the body back, read whole with `limit`; 413/400 on errors.
+pub async fn echo_handler(req: Request<Connection>) -> Response<ResponseData> {
+    match mist::read_body(req, 1_000_000).await {
+        Ok(req) => Response::new(ResponseData::from(req.into_body())),
+        Err(mist::ReadError::ExcessBody) => text(413, "too large"),
+        Err(err) => text(400, err.to_string()),
+    }
+}
+
+/// One parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+            .collect()
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// A raw HTTP/1.1 client on a real socket.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub async fn connect(server: &Server) -> Client {
+        Client::connect_port(server.port()).await
+    }
+
+    pub async fn connect_port(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).await.expect("send");
+    }
+
+    /// Sends, ignoring a failure (the server may already have closed).
+    pub async fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+        self.stream.write_all(bytes.as_ref()).await
+    }
+
+    /// Reads more bytes; false at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16384];
+        let read = tokio::time::timeout(SAFETY_TIMEOUT, self.stream.read(&mut chunk))
+            .await
+            .expect("server answered within the safety timeout");
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one response to a request that was not HEAD.
+    pub async fn response(&mut self) -> Resp {
+        self.read_response(false).await
+    }
+
+    /// Reads one response to a HEAD request (no body follows the head).
+    pub async fn head_response(&mut self) -> Resp {
+        self.read_response(true).await
+    }
+
+    async fn read_response(&mut self, head_only: bool) -> Resp {
+        let (status, headers, head_len) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut slots);
+            match parsed.parse(&self.buf).expect("well-formed response head") {
+                httparse::Status::Complete(len) => {
+                    let headers = parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), h.value.to_vec()))
+                        .collect::<Vec<_>>();
+                    break (parsed.code.unwrap(), headers, len);
+                }
+                httparse::Status::Partial => {
+                    assert!(
+                        self.fill().await,
+                        "connection closed before a complete response head: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                }
+            }
+        };
+        self.buf.drain(..head_len);
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only || status < 200 || status == 204 || status == 304 {
+            return resp;
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buf.len() < len {
+                assert!(self.fill().await, "connection closed inside the body");
+            }
+            resp.body = self.buf.drain(..len).collect();
+        } else if resp.header("transfer-encoding") == Some("chunked") {
+            resp.body = self.read_chunked().await.expect("complete chunked body");
+        } else {
+            while self.fill().await {}
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        resp
+    }
+
+    /// Decodes a chunked body; `None` if the connection ends before the
+    /// last chunk.
+    pub async fn read_chunked(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.line().await?.is_empty() {}
+                return Some(body);
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            assert_eq!(self.buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+        }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8(self.buf.drain(..at).collect()).unwrap();
+                self.buf.drain(..2);
+                return Some(line);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// True when the server closed the connection (end of stream or reset)
+    /// with nothing more to read.
+    pub async fn is_closed(&mut self) -> bool {
+        !self.fill().await && self.buf.is_empty()
+    }
+
+    /// Everything until the server closes.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Sends `request` on a new connection and reads one response.
+pub async fn roundtrip(server: &Server, request: impl AsRef<[u8]>) -> Resp {
+    let mut client = Client::connect(server).await;
+    client.send(request).await;
+    client.response().await
+}
+
+pub fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// A bytes body from a handler that ignores its request.
+pub fn fixed(
+    body: &'static str,
+) -> impl Fn(Request<Connection>) -> std::future::Ready<Response<ResponseData>> + Send + Sync + 'static
+{
+    move |_req| {
+        std::future::ready(Response::new(ResponseData::from(Bytes::from_static(
+            body.as_bytes(),
+        ))))
+    }
+}
