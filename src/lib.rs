@@ -84,6 +84,11 @@ pub use server::{Server, StartError};
 
 /// Re-exported: request bodies read whole are `bytes::Bytes`.
 pub use bytes;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 /// Re-exported so that handlers can name the request and response types
 /// without a separate dependency on the `http` crate.
 pub use http;
