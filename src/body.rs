@@ -33,6 +33,17 @@ pub(crate) trait BodySource: Send + Sync {
 /// (piece by piece); ask who sent it with [`get_client_info`](crate::get_client_info).
 /// The body must be read before the handler returns its response; a body
 /// the handler leaves unread is discarded by the server.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+///
+/// async fn handler(req: Request<Connection>) -> Response<ResponseData> {
+///     let peer = mist::get_client_info(req.body()).map(|info| info.port).unwrap_or(0);
+///     let body = mist::read_body(req, 64 * 1024).await.map(|r| r.into_body()).unwrap_or_default();
+///     Response::new(ResponseData::from(format!("{} bytes from port {peer}", body.len())))
+/// }
+/// ```
 pub struct Connection {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) body: Option<Box<dyn BodySource>>,
@@ -57,6 +68,20 @@ impl fmt::Debug for Connection {
 ///
 /// After any of these the server closes the connection once the response
 /// is sent, unless the unread rest of the body is small enough to discard.
+///
+/// ```
+/// use http::StatusCode;
+/// use mist::ReadError;
+///
+/// fn status_for(err: ReadError) -> StatusCode {
+///     match err {
+///         ReadError::ExcessBody => StatusCode::PAYLOAD_TOO_LARGE,
+///         ReadError::Timeout => StatusCode::REQUEST_TIMEOUT,
+///         _ => StatusCode::BAD_REQUEST,
+///     }
+/// }
+/// assert_eq!(status_for(ReadError::ExcessBody), StatusCode::PAYLOAD_TOO_LARGE);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadError {
@@ -74,6 +99,10 @@ pub enum ReadError {
 
 impl ReadError {
     /// A short description, as `Display` writes it.
+    ///
+    /// ```
+    /// assert_eq!(mist::ReadError::ExcessBody.as_str(), "request body larger than the limit");
+    /// ```
     pub const fn as_str(&self) -> &'static str {
         match self {
             ReadError::ExcessBody => "request body larger than the limit",
@@ -189,6 +218,16 @@ pub fn stream(req: &mut Request<Connection>) -> BodyStream {
 }
 
 /// One pull of a [`BodyStream`]: mist's `Chunk`.
+///
+/// ```no_run
+/// # async fn f(mut req: http::Request<mist::Connection>) -> Result<(), mist::ReadError> {
+/// let mut body = mist::stream(&mut req);
+/// match body.consume(512).await? {
+///     mist::Chunk::Data(bytes) => println!("first {} bytes", bytes.len()),
+///     mist::Chunk::Done => println!("empty body"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chunk {
     /// Some bytes of the body: at least one, at most the size asked for.
@@ -198,6 +237,19 @@ pub enum Chunk {
 }
 
 /// A request body read in pieces; see [`stream()`].
+///
+/// Also a `futures` `Stream` of `Result<Bytes, ReadError>` (pieces of at
+/// most 64 KiB):
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// # async fn f(mut req: http::Request<mist::Connection>) -> Result<(), mist::ReadError> {
+/// let mut body = mist::stream(&mut req);
+/// while let Some(piece) = body.next().await {
+///     println!("{} bytes", piece?.len());
+/// }
+/// # Ok(()) }
+/// ```
 pub struct BodyStream {
     source: Option<Box<dyn BodySource>>,
 }
@@ -227,6 +279,15 @@ impl BodyStream {
     }
 
     /// The body's length when the client declared it with `Content-Length`.
+    ///
+    /// ```no_run
+    /// # fn f(mut req: http::Request<mist::Connection>) {
+    /// let body = mist::stream(&mut req);
+    /// if let Some(length) = body.declared_length() {
+    ///     println!("expecting {length} bytes");
+    /// }
+    /// # }
+    /// ```
     pub fn declared_length(&self) -> Option<u64> {
         self.source.as_ref().and_then(|s| s.declared_length())
     }

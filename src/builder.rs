@@ -33,6 +33,15 @@ use std::time::Duration;
 /// ```
 pub trait Handler<B>: Send + Sync + 'static {
     /// Handles one request.
+    ///
+    /// ```
+    /// # async fn f() {
+    /// use mist::Handler;
+    /// let handler = |_req: http::Request<bytes::Bytes>| async { http::Response::new(mist::ResponseData::from("hi")) };
+    /// let response = handler.call(http::Request::new(bytes::Bytes::new())).await;
+    /// assert_eq!(response.status(), 200);
+    /// # }
+    /// ```
     fn call(&self, request: Request<B>) -> impl Future<Output = Response<ResponseData>> + Send;
 }
 
@@ -47,6 +56,10 @@ where
 }
 
 /// The scheme a server speaks, as passed to [`Builder::after_start`].
+///
+/// ```
+/// assert_eq!(mist::Scheme::Https.to_string(), "https");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     /// Plain HTTP.
@@ -57,6 +70,10 @@ pub enum Scheme {
 
 impl Scheme {
     /// `"http"` or `"https"`.
+    ///
+    /// ```
+    /// assert_eq!(mist::Scheme::Http.as_str(), "http");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -409,7 +426,17 @@ impl<H, B> fmt::Debug for Builder<H, B> {
 }
 
 /// The handler made by [`Builder::read_request_body`]: reads the body,
-/// then calls the inner handler with it.
+/// then calls the inner handler with it. It appears only in the builder's
+/// type:
+///
+/// ```
+/// let builder: mist::Builder<mist::ReadBody<_>, mist::Connection> =
+///     mist::new(|req: http::Request<bytes::Bytes>| async move {
+///         http::Response::new(mist::ResponseData::from(req.into_body()))
+///     })
+///     .read_request_body(1024, http::Response::new(""));
+/// # let _ = builder;
+/// ```
 pub struct ReadBody<H> {
     inner: H,
     limit: usize,

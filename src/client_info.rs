@@ -5,6 +5,12 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The address and port of a connected client: mist's `ConnectionInfo`.
+///
+/// ```
+/// use mist::{ConnectionInfo, IpAddress};
+/// let info = ConnectionInfo { port: 51000, ip_address: IpAddress::V4(127, 0, 0, 1) };
+/// assert_eq!(format!("{} {}", info.ip_address, info.port), "127.0.0.1 51000");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionInfo {
     /// The client's TCP port.
@@ -81,6 +87,11 @@ pub fn ip_address_to_string(address: &IpAddress) -> String {
 }
 
 /// The connection's peer is not known (it is not a TCP connection).
+///
+/// ```
+/// let err = mist::ClientInfoUnavailable;
+/// assert_eq!(err.to_string(), "the client's address is not known");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientInfoUnavailable;
 

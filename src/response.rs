@@ -7,6 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// The error type a chunked stream may fail with.
+///
+/// ```
+/// let err: mist::BoxError = "backend went away".into();
+/// assert_eq!(err.to_string(), "backend went away");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of a response: what the handler returns inside `Response`.
@@ -139,6 +144,11 @@ impl fmt::Debug for ResponseData {
 
 /// The stream behind [`ResponseData::Chunked`]; build it with
 /// [`ResponseData::chunked`] or [`ResponseData::chunked_stream`].
+///
+/// ```
+/// let body = mist::ResponseData::chunked(["a", "b"]);
+/// assert!(matches!(body, mist::ResponseData::Chunked(_)));
+/// ```
 pub struct ChunkedBody(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>);
 
 impl ChunkedBody {

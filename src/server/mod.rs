@@ -24,6 +24,18 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Why a server could not start.
+///
+/// ```no_run
+/// # async fn f() {
+/// let result = mist::new(|_: http::Request<mist::Connection>| async {
+///     http::Response::new(mist::ResponseData::empty())
+/// })
+/// .bind("not an address")
+/// .start_http()
+/// .await;
+/// assert!(matches!(result, Err(mist::StartError::InvalidInterface(_))));
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StartError {
@@ -102,17 +114,37 @@ struct Shared {
 
 impl Server {
     /// The port the server listens on (the real one when 0 was asked for).
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// println!("http://127.0.0.1:{}/", server.port());
+    /// # }
+    /// ```
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }
 
     /// The first address the server listens on.
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// # }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.addrs[0]
     }
 
     /// Every address the server listens on (two with
     /// [`Builder::with_ipv6`](crate::Builder::with_ipv6) on `localhost`).
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// for addr in server.local_addrs() {
+    ///     println!("listening on {addr}");
+    /// }
+    /// # }
+    /// ```
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
     }
@@ -122,6 +154,13 @@ impl Server {
     /// responses carry `connection: close`. Connections still open after
     /// `grace` are closed. Returns at once; [`Server::wait`] waits for the
     /// end. Only the first call counts.
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// server.shutdown(std::time::Duration::from_secs(10));
+    /// server.wait().await;
+    /// # }
+    /// ```
     pub fn shutdown(&self, grace: Duration) {
         self.shared.stop.send_if_modified(|stop| {
             if stop.is_some() {
@@ -133,6 +172,14 @@ impl Server {
     }
 
     /// Waits until the server has stopped: no listener, no connection left.
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// let waiter = server.clone();
+    /// tokio::spawn(async move { waiter.wait().await; println!("stopped") });
+    /// server.shutdown(std::time::Duration::ZERO);
+    /// # }
+    /// ```
     pub async fn wait(&self) {
         let mut done = self.shared.done.clone();
         let _ = done.wait_for(|done| *done).await;
