@@ -1,0 +1,839 @@
+//! Black-box tests of `examples/complete.rs` against its contract
+//! (`shared/docs/complete-example.md`): the example runs as its own process,
+//! and is driven through real sockets by `curl` and by the raw `Client` of
+//! `tests/support`.
+//!
+//! The binary is `<target>/<profile>/examples/complete`, made up to date by
+//! the first test that needs it (see `example_binary`). Every test starts
+//! its own server on `--port 0` and kills it when it ends, passed or failed;
+//! nothing waits by sleeping: only for a line, a response or an exit.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{Client, SAFETY_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The limit `/echo` and `/stream` put on bodies.
+const ECHO_LIMIT: usize = 4_000_000;
+
+/// An idle server stops well within the 10 s grace period it gives
+/// requests in flight.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// The example process
+// ---------------------------------------------------------------------------
+
+/// The example's binary, brought up to date once per test run.
+///
+/// A whole `cargo test` builds the examples, into `<target>/<profile>/examples`
+/// next to this test's `<target>/<profile>/deps/example-<hash>`; but
+/// `cargo test --test example` builds this file only, which would leave an
+/// old example behind. So the first test asks cargo to build it (a no-op
+/// when it is fresh) and takes the path cargo reports.
+fn example_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target>/<profile>/deps");
+        let expected = profile_dir
+            .join("examples")
+            .join(format!("complete{}", std::env::consts::EXE_SUFFIX));
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--example", "complete", "--message-format=json"])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(profile_dir.parent().expect("<target>"))
+            .stdin(Stdio::null());
+        match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let out = build.output().expect("run cargo build --example complete");
+        assert!(
+            out.status.success(),
+            "cargo build --example complete failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(r#""kind":["example"]"#))
+            .filter(|line| line.contains(r#""name":"complete""#))
+            .find_map(|line| {
+                let (_, rest) = line.split_once(r#""executable":""#)?;
+                Some(PathBuf::from(rest.split_once('"')?.0))
+            })
+            .unwrap_or(expected);
+        assert!(
+            path.is_file(),
+            "example binary not found at {}",
+            path.display()
+        );
+        path
+    })
+}
+
+/// A running (or finished) `complete` example. Dropping it kills the
+/// process, so a failed test leaves nothing behind.
+struct Example {
+    child: Child,
+    /// Lines of stdout, as they come; disconnected at end of stream.
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+    /// `HOST` and `PORT` of the `Listening on http://HOST:PORT` line.
+    host: String,
+    port: u16,
+}
+
+/// How a process ended.
+struct Exit {
+    status: ExitStatus,
+    /// Stdout lines not read before.
+    stdout: Vec<String>,
+    stderr: String,
+    /// From the call to `wait_exit` to the end of stdout.
+    took: Duration,
+}
+
+impl Example {
+    /// Spawns the example without waiting for anything.
+    fn spawn(args: &[&str]) -> Example {
+        let mut child = Command::new(example_binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the example");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        let text = text.strip_suffix('\r').unwrap_or(text);
+                        if lines.send(text.to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = stderr.read_to_end(&mut all);
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        Example {
+            child,
+            stdout: rx,
+            stderr: Some(stderr),
+            host: String::new(),
+            port: 0,
+        }
+    }
+
+    /// Spawns the example and waits for its `Listening on` line.
+    fn start(args: &[&str]) -> Example {
+        let mut example = Example::spawn(args);
+        let line = match example.stdout.recv_timeout(SAFETY_TIMEOUT) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the example printed nothing within {SAFETY_TIMEOUT:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let exit = example.wait_exit();
+                panic!(
+                    "the example ended without a Listening line: {}, stderr: {:?}",
+                    exit.status, exit.stderr
+                )
+            }
+        };
+        let (host, port) = parse_listening(&line).unwrap_or_else(|| {
+            panic!("first stdout line is not `Listening on http://HOST:PORT`: {line:?}")
+        });
+        example.host = host;
+        example.port = port;
+        example
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}:{}{path}", self.host, self.port)
+    }
+
+    /// Sends a signal (`TERM`, `INT`) to the process. It has not been
+    /// waited for, so its PID is still its own.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits for the process to end (its stdout closes when it exits),
+    /// within the safety timeout.
+    fn wait_exit(&mut self) -> Exit {
+        let started = Instant::now();
+        let deadline = started + SAFETY_TIMEOUT;
+        let mut stdout = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => stdout.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the example did not exit within {SAFETY_TIMEOUT:?}")
+                }
+            }
+        }
+        let took = started.elapsed();
+        let status = self.child.wait().expect("wait for the example");
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        Exit {
+            status,
+            stdout,
+            stderr,
+            took,
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        // Only our own child, by its handle; a no-op once it was waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Listening on http://HOST:PORT` -> (HOST, PORT).
+fn parse_listening(line: &str) -> Option<(String, u16)> {
+    let rest = line.strip_prefix("Listening on http://")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+// ---------------------------------------------------------------------------
+// curl
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Curled {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Curled {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("a UTF-8 body")
+    }
+}
+
+fn run_curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-s", "-S", "-g", "--max-time", "20"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl")
+}
+
+/// Runs `curl -i` and parses what it printed: the final response's status,
+/// headers and body (interim `100 Continue` responses skipped).
+fn curl(args: &[&str]) -> Curled {
+    let out = run_curl(&[&["-i"], args].concat());
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rest: &[u8] = &out.stdout;
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut head = httparse::Response::new(&mut slots);
+        let len = match head.parse(rest) {
+            Ok(httparse::Status::Complete(len)) => len,
+            other => panic!(
+                "curl printed no response head ({other:?}): {:?}",
+                String::from_utf8_lossy(rest)
+            ),
+        };
+        let status = head.code.unwrap();
+        let headers = head
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_string(), value)
+            })
+            .collect();
+        rest = &rest[len..];
+        if (100..200).contains(&status) {
+            continue;
+        }
+        return Curled {
+            status,
+            headers,
+            body: rest.to_vec(),
+        };
+    }
+}
+
+/// The status code only (`-w '%{http_code}'`), body discarded; also when
+/// curl ends with an error after the response (the server may close while
+/// curl is still sending).
+fn curl_status(args: &[&str]) -> (String, std::process::Output) {
+    let out = run_curl(&[&["-o", "/dev/null", "-w", "%{http_code}"], args].concat());
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out)
+}
+
+/// A file in the temporary folder, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("mist-example-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write a temporary file");
+        TempFile(path)
+    }
+
+    /// `@path`, as curl's `--data-binary` takes a file.
+    fn at(&self) -> String {
+        format!("@{}", self.0.display())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `len` bytes of every value, in a pattern that shows misplaced pieces.
+fn binary_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+/// A new connection to a server that has stopped accepting is refused, or
+/// closed without a response.
+async fn assert_not_served(port: u16) {
+    let connected = tokio::time::timeout(SAFETY_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("connect attempt ended within the safety timeout");
+    let Ok(mut stream) = connected else {
+        return; // refused
+    };
+    let _ = stream.write_all(get("/hello").as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(SAFETY_TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection closed within the safety timeout");
+    assert!(
+        answer.is_empty(),
+        "a connection made after the signal was served: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+#[test]
+fn listening_line_is_printed_once_with_the_real_port() {
+    let mut example = Example::start(&["--port", "0"]);
+    assert_ne!(example.port, 0, "the line shows the port the OS gave");
+    assert_eq!(example.host, "127.0.0.1", "localhost listens on IPv4");
+    let hello = curl(&[&example.url("/hello")]);
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, world!");
+
+    example.signal("TERM");
+    let exit = example.wait_exit();
+    assert!(exit.status.success(), "exit: {}", exit.status);
+    assert!(
+        exit.stdout.is_empty(),
+        "nothing but the one Listening line on stdout, also found: {:?}",
+        exit.stdout
+    );
+}
+
+#[test]
+fn port_0_gives_each_server_its_own_port() {
+    let first = Example::start(&["--port", "0"]);
+    let second = Example::start(&["--port", "0"]);
+    assert_ne!(first.port, second.port);
+    for example in [&first, &second] {
+        assert_eq!(curl(&[&example.url("/hello")]).status, 200);
+    }
+}
+
+#[tokio::test]
+async fn bind_127_0_0_1_listens_there() {
+    let example = Example::start(&["--bind", "127.0.0.1", "--port", "0"]);
+    assert_eq!(example.host, "127.0.0.1");
+    let mut client = Client::connect_port(example.port).await;
+    let local = client.stream.local_addr().unwrap();
+    client.send(get("/info")).await;
+    let info = client.response().await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.text(), format!("127.0.0.1 {}", local.port()));
+}
+
+#[test]
+fn bind_ipv6_loopback_prints_brackets_and_serves_over_ipv6() {
+    if let Err(err) = std::net::TcpListener::bind("[::1]:0") {
+        println!("note: skipped, this machine has no IPv6 loopback ({err})");
+        return;
+    }
+    let example = Example::start(&["--bind", "::1", "--port", "0"]);
+    assert_eq!(example.host, "[::1]");
+    assert_ne!(example.port, 0);
+
+    let hello = curl(&[&example.url("/hello")]);
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, world!");
+
+    // The body is `IP PORT`; curl appends its own local port after it.
+    let out = run_curl(&["-w", " %{local_port}", &example.url("/info")]);
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = text.split(' ').collect();
+    assert_eq!(words.len(), 3, "{text:?}");
+    assert_eq!(words[0], "::1", "{text:?}");
+    assert_eq!(words[1], words[2], "the port is the client's: {text:?}");
+}
+
+#[test]
+fn invalid_bind_exits_non_zero_with_a_message() {
+    let mut example = Example::spawn(&["--bind", "nonsense", "--port", "0"]);
+    let exit = example.wait_exit();
+    assert!(!exit.status.success(), "exit: {}", exit.status);
+    assert!(exit.stdout.is_empty(), "stdout: {:?}", exit.stdout);
+    assert!(!exit.stderr.trim().is_empty(), "a message on stderr");
+}
+
+#[test]
+fn tls_with_unusable_certificate_files_exits_non_zero_without_listening() {
+    let dir = std::env::temp_dir();
+    let cert = dir.join(format!(
+        "mist-example-test-{}-missing-cert.pem",
+        std::process::id()
+    ));
+    let key = dir.join(format!(
+        "mist-example-test-{}-missing-key.pem",
+        std::process::id()
+    ));
+    let mut example = Example::spawn(&[
+        "--port",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let exit = example.wait_exit();
+    assert!(!exit.status.success(), "exit: {}", exit.status);
+    assert!(
+        !exit.stdout.iter().any(|l| l.starts_with("Listening on")),
+        "stdout: {:?}",
+        exit.stdout
+    );
+    assert!(!exit.stderr.trim().is_empty(), "a message on stderr");
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hello_answers_with_13_bytes_of_text() {
+    let example = Example::start(&["--port", "0"]);
+    let hello = curl(&[&example.url("/hello")]);
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.header("content-type"), Some("text/plain"));
+    assert_eq!(hello.header("content-length"), Some("13"));
+    assert_eq!(hello.body, b"Hello, world!");
+}
+
+#[tokio::test]
+async fn head_hello_has_content_length_13_and_no_body() {
+    let example = Example::start(&["--port", "0"]);
+    let head = curl(&["-I", &example.url("/hello")]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/plain"));
+    assert_eq!(head.header("content-length"), Some("13"));
+    assert!(head.body.is_empty());
+
+    // On one connection: a body after the HEAD response would spoil the
+    // next response.
+    let mut client = Client::connect_port(example.port).await;
+    client
+        .send("HEAD /hello HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let head = client.head_response().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("13"));
+    client.send(get("/hello")).await;
+    let hello = client.response().await;
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, world!");
+}
+
+#[test]
+fn echo_returns_the_body_and_content_type_for_post_put_and_patch() {
+    let example = Example::start(&["--port", "0"]);
+    let url = example.url("/echo");
+    for method in ["POST", "PUT", "PATCH"] {
+        let body = format!("a {method} body, with ünïcode");
+        let echo = curl(&[
+            "-X",
+            method,
+            "-H",
+            "content-type: application/x-test; charset=utf-8",
+            "--data-binary",
+            &body,
+            &url,
+        ]);
+        assert_eq!(echo.status, 200, "{method}");
+        assert_eq!(
+            echo.header("content-type"),
+            Some("application/x-test; charset=utf-8"),
+            "{method}"
+        );
+        assert_eq!(echo.text(), body, "{method}");
+    }
+}
+
+#[test]
+fn echo_without_content_type_answers_octet_stream() {
+    let example = Example::start(&["--port", "0"]);
+    let body = binary_body(1000);
+    let file = TempFile::new("echo-octet-stream", &body);
+    let echo = curl(&[
+        "-H",
+        "content-type:",
+        "--data-binary",
+        &file.at(),
+        &example.url("/echo"),
+    ]);
+    assert_eq!(echo.status, 200);
+    assert_eq!(
+        echo.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(echo.body, body);
+}
+
+#[test]
+fn echo_accepts_a_body_of_exactly_4_000_000_bytes() {
+    let example = Example::start(&["--port", "0"]);
+    let body = binary_body(ECHO_LIMIT);
+    let file = TempFile::new("echo-at-limit", &body);
+    let echo = curl(&[
+        "-H",
+        "content-type:",
+        "--data-binary",
+        &file.at(),
+        &example.url("/echo"),
+    ]);
+    assert_eq!(echo.status, 200);
+    assert_eq!(echo.body.len(), ECHO_LIMIT);
+    assert!(echo.body == body, "the 4,000,000 bytes come back unchanged");
+}
+
+#[test]
+fn echo_over_4_000_000_bytes_is_413() {
+    let example = Example::start(&["--port", "0"]);
+    let file = TempFile::new("echo-over-limit", &binary_body(ECHO_LIMIT + 1));
+    let (at, url) = (file.at(), example.url("/echo"));
+    for framing in ["content-length", "chunked"] {
+        let mut args = vec!["-H", "content-type:", "--data-binary", &at];
+        if framing == "chunked" {
+            args.extend(["-H", "transfer-encoding: chunked"]);
+        }
+        args.push(&url);
+        let (code, out) = curl_status(&args);
+        assert_eq!(
+            code,
+            "413",
+            "{framing}: curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn echo_with_a_malformed_chunked_body_is_400() {
+    let example = Example::start(&["--port", "0"]);
+    let mut client = Client::connect_port(example.port).await;
+    client
+        .send(
+            "POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             zz\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+    let response = client.response().await;
+    assert_eq!(response.status, 400);
+}
+
+#[test]
+fn stream_echoes_100_kb_sent_chunked_and_with_content_length() {
+    let example = Example::start(&["--port", "0"]);
+    let body = binary_body(100 * 1024 + 17);
+    let file = TempFile::new("stream-100kb", &body);
+    let (at, url) = (file.at(), example.url("/stream"));
+    for framing in ["content-length", "chunked"] {
+        let mut args = vec![
+            "-H",
+            "content-type: application/x-stream-test",
+            "--data-binary",
+            &at,
+        ];
+        if framing == "chunked" {
+            args.extend(["-H", "transfer-encoding: chunked"]);
+        }
+        args.push(&url);
+        let echo = curl(&args);
+        assert_eq!(echo.status, 200, "{framing}");
+        assert_eq!(
+            echo.header("content-type"),
+            Some("application/x-stream-test"),
+            "{framing}"
+        );
+        assert_eq!(echo.body.len(), body.len(), "{framing}");
+        assert!(
+            echo.body == body,
+            "{framing}: the bytes come back unchanged"
+        );
+    }
+}
+
+#[test]
+fn chunked_sends_one_two_three() {
+    let example = Example::start(&["--port", "0"]);
+    let chunked = curl(&[&example.url("/chunked")]);
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(chunked.header("content-length"), None);
+    assert_eq!(chunked.text(), "onetwothree");
+}
+
+#[test]
+fn chunked_with_parameters_sends_n_chunks_of_the_alphabet() {
+    let example = Example::start(&["--port", "0"]);
+    let chunked = curl(&[&example.url("/chunked?n=5&size=30&delay_ms=10")]);
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
+    let expected: Vec<u8> = (0..150).map(|k| b'a' + (k % 26) as u8).collect();
+    assert_eq!(chunked.text(), std::str::from_utf8(&expected).unwrap());
+}
+
+#[tokio::test]
+async fn info_shows_the_clients_address_and_port() {
+    let example = Example::start(&["--port", "0"]);
+    let mut client = Client::connect_port(example.port).await;
+    let local = client.stream.local_addr().unwrap();
+    client.send(get("/info")).await;
+    let info = client.response().await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("content-type"), Some("text/plain"));
+    assert_eq!(info.text(), format!("127.0.0.1 {}", local.port()));
+}
+
+#[test]
+fn slow_answers_ok_after_waiting() {
+    let example = Example::start(&["--port", "0"]);
+    let started = Instant::now();
+    let slow = curl(&[&example.url("/slow?ms=50")]);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.text(), "ok");
+}
+
+#[tokio::test]
+async fn panic_gives_500_and_the_server_carries_on() {
+    let example = Example::start(&["--port", "0"]);
+    let mut kept = Client::connect_port(example.port).await;
+    kept.send(get("/hello")).await;
+    assert_eq!(kept.response().await.status, 200);
+
+    let mut panicking = Client::connect_port(example.port).await;
+    panicking.send(get("/panic")).await;
+    assert_eq!(panicking.response().await.status, 500);
+
+    let mut fresh = Client::connect_port(example.port).await;
+    fresh.send(get("/hello")).await;
+    let hello = fresh.response().await;
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, world!");
+
+    kept.send(get("/hello")).await;
+    let hello = kept.response().await;
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, world!");
+}
+
+#[test]
+fn anything_else_is_404_with_an_empty_body() {
+    let example = Example::start(&["--port", "0"]);
+    for args in [
+        vec![example.url("/nowhere")],
+        vec![example.url("/hello/")],
+        vec!["-X".into(), "DELETE".into(), example.url("/echo")],
+        vec!["--data-binary".into(), "x".into(), example.url("/hello")],
+        vec!["-X".into(), "PUT".into(), example.url("/stream")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let response = curl(&args);
+        assert_eq!(response.status, 404, "{args:?}");
+        assert!(response.body.is_empty(), "{args:?}: {:?}", response.body);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let mut example = Example::start(&["--port", "0"]);
+
+    // A: a keep-alive connection known to be served, then the slow request.
+    let mut slow = Client::connect_port(example.port).await;
+    slow.send(get("/hello")).await;
+    assert_eq!(slow.response().await.status, 200);
+    slow.send(get("/slow?ms=1500")).await;
+
+    // B: a full round trip after A's request was sent gives the server
+    // time to take it up; B then stays open, idle.
+    let mut idle = Client::connect_port(example.port).await;
+    idle.send(get("/hello")).await;
+    assert_eq!(idle.response().await.status, 200);
+
+    example.signal("TERM");
+
+    // The server closes idle connections once it shuts down: the event
+    // that tells it has stopped accepting.
+    assert!(idle.is_closed().await, "the idle connection is closed");
+    assert_not_served(example.port).await;
+
+    let response = slow.response().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "ok");
+    assert!(
+        response.closes(),
+        "connection: close, got {:?}",
+        response.headers
+    );
+    assert!(slow.is_closed().await);
+
+    let exit = example.wait_exit();
+    assert!(
+        exit.status.success(),
+        "exit: {}, stderr: {:?}",
+        exit.status,
+        exit.stderr
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_handler_that_reads_its_body_finish() {
+    let mut example = Example::start(&["--port", "0"]);
+
+    let mut idle = Client::connect_port(example.port).await;
+    idle.send(get("/hello")).await;
+    assert_eq!(idle.response().await.status, 200);
+
+    // `100 Continue` goes out when the handler asks for the body: from
+    // then on the request is certainly in flight.
+    let mut echo = Client::connect_port(example.port).await;
+    echo.send(
+        "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n\
+         Content-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert_eq!(echo.response().await.status, 100);
+
+    example.signal("TERM");
+    assert!(idle.is_closed().await, "the idle connection is closed");
+    assert_not_served(example.port).await;
+
+    // The body only now: the handler is still waiting for it.
+    echo.send("in flight!!").await;
+    let response = echo.response().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "in flight!!");
+    assert!(
+        response.closes(),
+        "connection: close, got {:?}",
+        response.headers
+    );
+    assert!(echo.is_closed().await);
+
+    let exit = example.wait_exit();
+    assert!(
+        exit.status.success(),
+        "exit: {}, stderr: {:?}",
+        exit.status,
+        exit.stderr
+    );
+}
+
+#[test]
+fn sigint_on_an_idle_server_exits_0_promptly() {
+    let mut example = Example::start(&["--port", "0"]);
+    assert_eq!(curl(&[&example.url("/hello")]).status, 200);
+    example.signal("INT");
+    let exit = example.wait_exit();
+    assert!(
+        exit.status.success(),
+        "exit: {}, stderr: {:?}",
+        exit.status,
+        exit.stderr
+    );
+    assert!(exit.took < PROMPTLY, "took {:?}", exit.took);
+}
