@@ -4,6 +4,8 @@
 //! cargo run --release --example complete -- [--port N] [--bind ADDR] [--ipv6] [--root DIR]
 //! ```
 //!
+//! `--root` is the folder `/file/` serves (default `examples/static`).
+//!
 //! Its command line and routes are a contract that black-box tests rely
 //! on: see `shared/docs/complete-example.md` in the project.
 
@@ -11,9 +13,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use mist::{Chunk, Connection, ReadError, ResponseData};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bodies `/echo` and `/stream` accept.
 const ECHO_LIMIT: usize = 4_000_000;
@@ -24,7 +27,6 @@ struct Args {
     port: u16,
     bind: String,
     ipv6: bool,
-    #[allow(dead_code)] // served by `/file/` once zero-copy files land
     root: PathBuf,
 }
 
@@ -71,7 +73,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = mist::new(handle).port(args.port).bind(&args.bind);
+    // The root is resolved once; `/file/` only serves what lies inside it.
+    let root: Arc<Path> = match std::fs::canonicalize(&args.root) {
+        Ok(root) => root.into(),
+        Err(err) => {
+            eprintln!(
+                "warning: --root {}: {err}; /file/ will answer 404",
+                args.root.display()
+            );
+            args.root.clone().into()
+        }
+    };
+    let mut builder = mist::new(move |req: Request<Connection>| handle(req, Arc::clone(&root)))
+        .port(args.port)
+        .bind(&args.bind);
     if args.ipv6 {
         builder = builder.with_ipv6();
     }
@@ -107,8 +122,14 @@ async fn wait_for_signal() {
     }
 }
 
-async fn handle(req: Request<Connection>) -> Response<ResponseData> {
+async fn handle(req: Request<Connection>, root: Arc<Path>) -> Response<ResponseData> {
     let path = req.uri().path().to_string();
+    if let Some(file_path) = path.strip_prefix("/file/") {
+        return match *req.method() {
+            Method::GET | Method::HEAD => serve_file(&req, &root, file_path),
+            _ => status(StatusCode::NOT_FOUND),
+        };
+    }
     match (req.method().clone(), path.as_str()) {
         (Method::GET | Method::HEAD, "/hello") => text(StatusCode::OK, "Hello, world!"),
         (Method::POST | Method::PUT | Method::PATCH, "/echo") => echo(req).await,
@@ -215,6 +236,185 @@ async fn slow(req: &Request<Connection>) -> Response<ResponseData> {
         }
         None => text(StatusCode::BAD_REQUEST, "ms must be a number"),
     }
+}
+
+/// `GET, HEAD /file/<path>`: a file under the root, zero-copy, with
+/// `Range` (one range), `Last-Modified` and `If-Modified-Since`.
+fn serve_file(req: &Request<Connection>, root: &Path, url_path: &str) -> Response<ResponseData> {
+    let Some(path) = resolve(root, url_path) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let Ok(metadata) = std::fs::metadata(&path) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let size = metadata.len();
+    let modified = metadata.modified().ok().map(whole_seconds);
+    let mut headers = http::HeaderMap::new();
+    let mime = mime_guess::from_path(&path).first_or_octet_stream();
+    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(modified) = modified {
+        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+        // RFC 9110 §13.1.3: not modified since the client's copy.
+        let since = req
+            .headers()
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        if since.is_some_and(|since| modified <= since) {
+            return with_headers(StatusCode::NOT_MODIFIED, ResponseData::empty(), headers);
+        }
+    }
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size));
+    let (code, offset, length) = match range {
+        None | Some(Range::Ignored) => (StatusCode::OK, 0, size),
+        Some(Range::Unsatisfiable) => {
+            let value = format!("bytes */{size}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            return with_headers(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ResponseData::empty(),
+                headers,
+            );
+        }
+        Some(Range::Bytes { start, end }) => {
+            let value = format!("bytes {start}-{end}/{size}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+    };
+    match mist::send_file(&path, offset, Some(length)) {
+        Ok(body) => with_headers(code, body, headers),
+        Err(mist::FileError::NoAccess) => status(StatusCode::FORBIDDEN),
+        Err(mist::FileError::NoEntry | mist::FileError::IsDir) => status(StatusCode::NOT_FOUND),
+        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// The file a `/file/` path names, if it is a regular file inside `root`:
+/// the path is percent-decoded, `..` refused, and symlinks resolved before
+/// checking that the result is still under the root.
+fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(url_path)?;
+    let mut path = root.to_path_buf();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return None,
+            s if s.contains('\0') => return None,
+            s => path.push(s),
+        }
+    }
+    let real = std::fs::canonicalize(&path).ok()?;
+    (real.starts_with(root) && real.is_file()).then_some(real)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A `Range` header as it applies to a file of a given size.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// Not one to honour: another unit, several ranges, or malformed (RFC 9110
+    /// §14.2 lets a server ignore those and send the whole file).
+    Ignored,
+    /// No byte of the range exists: 416.
+    Unsatisfiable,
+    /// First and last byte, inclusive.
+    Bytes { start: u64, end: u64 },
+}
+
+/// RFC 9110 §14.1.2: `bytes=a-b`, `bytes=a-`, `bytes=-n`.
+fn parse_range(value: &str, size: u64) -> Range {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Range::Ignored;
+    };
+    if spec.contains(',') {
+        return Range::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Ignored;
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (number(first), number(last), first.is_empty()) {
+        // A suffix: the last n bytes.
+        (None, Some(n), true) => {
+            if n == 0 || size == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes {
+                    start: size - n.min(size),
+                    end: size - 1,
+                }
+            }
+        }
+        (Some(start), None, false) if last.is_empty() => {
+            if start >= size {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes {
+                    start,
+                    end: size - 1,
+                }
+            }
+        }
+        (Some(start), Some(end), false) if start <= end => {
+            if start >= size {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes {
+                    start,
+                    end: end.min(size - 1),
+                }
+            }
+        }
+        _ => Range::Ignored,
+    }
+}
+
+fn whole_seconds(time: SystemTime) -> SystemTime {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn with_headers(
+    code: StatusCode,
+    body: ResponseData,
+    headers: http::HeaderMap,
+) -> Response<ResponseData> {
+    let mut response = Response::new(body);
+    *response.status_mut() = code;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// `None` when absent, `Some(None)` when present but not a number.

@@ -52,7 +52,9 @@
 //!
 //! [`ResponseData::Bytes`] for bodies of known size (`content-length`),
 //! [`ResponseData::chunked`] and [`ResponseData::chunked_stream`] for bodies
-//! produced piece by piece (`transfer-encoding: chunked`).
+//! produced piece by piece (`transfer-encoding: chunked`), and
+//! [`send_file`] for files, which the kernel copies to the socket with
+//! `sendfile(2)`.
 //!
 //! ## What the engine does for you
 //!
@@ -70,7 +72,9 @@ mod body;
 mod builder;
 mod client_info;
 mod config;
+mod file;
 mod h1;
+mod io;
 mod response;
 mod server;
 
@@ -79,6 +83,7 @@ pub use builder::{new, Builder, Handler, ReadBody, Scheme};
 pub use client_info::{
     get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
 };
+pub use file::{send_file, FileBody, FileError};
 pub use response::{BoxError, ChunkedBody, ResponseData};
 pub use server::{Server, StartError};
 

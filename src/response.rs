@@ -34,6 +34,9 @@ pub enum ResponseData {
     /// to an HTTP/1.0 client, until the connection closes). Every piece is
     /// written as soon as the stream yields it and nothing else is ready.
     Chunked(ChunkedBody),
+    /// A file, or part of one, sent with `sendfile(2)` where the connection
+    /// allows; made by [`send_file`](crate::send_file).
+    File(crate::file::FileBody),
 }
 
 impl ResponseData {
@@ -138,6 +141,7 @@ impl fmt::Debug for ResponseData {
         match self {
             ResponseData::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
             ResponseData::Chunked(_) => f.write_str("Chunked(..)"),
+            ResponseData::File(file) => f.debug_tuple("File").field(file).finish(),
         }
     }
 }

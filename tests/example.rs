@@ -837,3 +837,225 @@ fn sigint_on_an_idle_server_exits_0_promptly() {
     );
     assert!(exit.took < PROMPTLY, "took {:?}", exit.took);
 }
+
+// ---------------------------------------------------------------------------
+// /file/
+// ---------------------------------------------------------------------------
+
+/// A `--root` folder for one test, removed on drop: `a.txt`, `sub/b.css`,
+/// a symlink inside the root, one leading out of it, and a secret next to
+/// the root that no URL may reach.
+struct Root(PathBuf);
+
+impl Root {
+    fn new(name: &str) -> Root {
+        let base = std::env::temp_dir().join(format!("mist-root-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), "0123456789").unwrap();
+        std::fs::write(root.join("sub").join("b.css"), "body {}").unwrap();
+        std::fs::write(base.join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("inside-link.txt")).unwrap();
+        std::os::unix::fs::symlink(base.join("secret.txt"), root.join("outside-link.txt")).unwrap();
+        Root(base)
+    }
+
+    fn path(&self) -> String {
+        self.0.join("root").display().to_string()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn file_route_serves_files_with_type_length_and_validators() {
+    let root = Root::new("serve");
+    let example = Example::start(&["--port", "0", "--root", &root.path()]);
+    let resp = curl(&[&example.url("/file/a.txt")]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "0123456789");
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.header("content-length"), Some("10"));
+    assert_eq!(resp.header("accept-ranges"), Some("bytes"));
+    let css = curl(&[&example.url("/file/sub/b.css")]);
+    assert_eq!(css.header("content-type"), Some("text/css"));
+    assert_eq!(
+        curl(&[&example.url("/file/inside-link.txt")]).text(),
+        "0123456789"
+    );
+
+    let head = curl(&["-I", &example.url("/file/a.txt")]);
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert!(head.body.is_empty());
+
+    let modified = resp
+        .header("last-modified")
+        .expect("last-modified")
+        .to_string();
+    let not_modified = curl(&[
+        "-H",
+        &format!("If-Modified-Since: {modified}"),
+        &example.url("/file/a.txt"),
+    ]);
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    let stale = curl(&[
+        "-H",
+        "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+        &example.url("/file/a.txt"),
+    ]);
+    assert_eq!(stale.status, 200);
+}
+
+#[test]
+fn file_route_answers_ranges() {
+    let root = Root::new("ranges");
+    let example = Example::start(&["--port", "0", "--root", &root.path()]);
+    let url = example.url("/file/a.txt");
+    for (range, body, content_range) in [
+        ("bytes=2-4", "234", "bytes 2-4/10"),
+        ("bytes=7-", "789", "bytes 7-9/10"),
+        ("bytes=-3", "789", "bytes 7-9/10"),
+        ("bytes=8-100", "89", "bytes 8-9/10"),
+        ("bytes=-100", "0123456789", "bytes 0-9/10"),
+    ] {
+        let resp = curl(&["-H", &format!("Range: {range}"), &url]);
+        assert_eq!(resp.status, 206, "{range}");
+        assert_eq!(resp.text(), body, "{range}");
+        assert_eq!(resp.header("content-range"), Some(content_range), "{range}");
+    }
+    for unsatisfiable in ["bytes=10-", "bytes=20-30", "bytes=-0"] {
+        let resp = curl(&["-H", &format!("Range: {unsatisfiable}"), &url]);
+        assert_eq!(resp.status, 416, "{unsatisfiable}");
+        assert_eq!(resp.header("content-range"), Some("bytes */10"));
+    }
+    // Several ranges, other units and nonsense are ignored: the whole file.
+    for ignored in ["bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-y"] {
+        let resp = curl(&["-H", &format!("Range: {ignored}"), &url]);
+        assert_eq!(resp.status, 200, "{ignored}");
+        assert_eq!(resp.text(), "0123456789");
+    }
+}
+
+#[tokio::test]
+async fn file_route_never_leaves_the_root() {
+    let root = Root::new("confined");
+    let example = Example::start(&["--port", "0", "--root", &root.path()]);
+    for path in [
+        "/file/../secret.txt",
+        "/file/sub/../../secret.txt",
+        "/file/%2e%2e/secret.txt",
+        "/file/%2E%2E%2Fsecret.txt",
+        "/file/sub%2f..%2f..%2fsecret.txt",
+        "/file//etc/passwd",
+        "/file/%2fetc%2fpasswd",
+        "/file/outside-link.txt",
+        "/file/sub",
+        "/file/",
+        "/file/missing.txt",
+        "/file/a.txt%00.css",
+    ] {
+        // Raw bytes: curl would normalise the dots away.
+        let mut client = Client::connect_port(example.port).await;
+        client.send(get(path)).await;
+        let resp = client.response().await;
+        assert_eq!(
+            resp.status,
+            404,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
+}
+
+/// The process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn sending_a_1_gib_file_keeps_memory_flat() {
+    let root = Root::new("rss");
+    let big = root.0.join("root").join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let example = Example::start(&["--port", "0", "--root", &root.path()]);
+    let pid = example.child.id();
+    // Warm up: one small file, so the baseline includes a served request.
+    let mut client = Client::connect_port(example.port).await;
+    client.send(get("/file/a.txt")).await;
+    client.response().await;
+    let before = rss_kib(pid);
+    client.send(get("/file/big.bin")).await;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while received < 1 << 30 {
+        let n = client.stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {received} bytes");
+        received += n as u64;
+    }
+    let after = rss_kib(pid);
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB sending 1 GiB"
+    );
+}
+
+#[tokio::test]
+async fn client_hanging_up_midway_frees_the_file() {
+    let root = Root::new("hangup");
+    let big = root.0.join("root").join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let example = Example::start(&["--port", "0", "--root", &root.path()]);
+    let pid = example.child.id();
+    let mut warm = Client::connect_port(example.port).await;
+    warm.send(get("/file/a.txt")).await;
+    warm.response().await;
+    let baseline = open_descriptors(pid);
+    for _ in 0..5 {
+        let mut leaving = Client::connect_port(example.port).await;
+        leaving.send(get("/file/big.bin")).await;
+        let mut some = vec![0u8; 256 * 1024];
+        leaving.stream.read_exact(&mut some).await.unwrap();
+        drop(leaving);
+    }
+    // Requests go on, on the old connection and new ones.
+    warm.send(get("/file/a.txt")).await;
+    assert_eq!(warm.response().await.text(), "0123456789");
+    // The server notices each hang-up at its next sendfile and closes the
+    // file and the socket; wait for that (bounded), then compare.
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    while open_descriptors(pid) > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors leaked: {} open, {baseline} before",
+            open_descriptors(pid)
+        );
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,13 +6,14 @@
 use super::decode::Decoder;
 use super::encode::{self, encode_chunk_size, encode_head, Framing, LAST_CHUNK};
 use super::error::ParseError;
-use super::io::{take_back, timed, Deadline, LentBody, Transport};
+use super::io::{take_back, LentBody, Transport};
 use super::parse::{parse_head, Head};
 use crate::body::Connection;
 use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
+use crate::io::{timed, Deadline, Socket};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
@@ -24,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
@@ -48,7 +49,7 @@ enum Next {
 /// Serves one connection until it closes.
 pub(crate) async fn serve<S, H>(stream: S, handler: Arc<H>, mut ctx: ConnContext)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Socket,
     H: Handler<Connection>,
 {
     let mut transport = Transport::new(stream);
@@ -111,7 +112,7 @@ where
 /// Reads until a complete head is in the buffer. `Ok(None)`: the client
 /// closed, went idle past the keep-alive timeout, or the server is shutting
 /// down between requests.
-async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+async fn read_head<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     head_deadline: &mut Option<Instant>,
@@ -175,7 +176,7 @@ async fn exchange<S, H>(
     ctx: &ConnContext,
 ) -> (Next, Option<Transport<S>>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Socket,
     H: Handler<Connection>,
 {
     let config = &*ctx.config;
@@ -315,7 +316,7 @@ where
 /// Writes a response. `close` may be set when the body's framing needs the
 /// connection to end (a stream to an HTTP/1.0 client).
 #[allow(clippy::too_many_arguments)]
-async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
+async fn write_response<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     parts: &response::Parts,
@@ -380,12 +381,34 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
             )
             .await
         }
+        ResponseData::File(file) => {
+            let framing = if no_body {
+                Framing::NoBody
+            } else {
+                Framing::Length(file.len())
+            };
+            encode_head(
+                write_buf,
+                parts,
+                framing,
+                connection_header(*close, version),
+            );
+            if no_body || method_is_head || file.len() == 0 {
+                return Ok(());
+            }
+            flush(transport, write_buf, config).await?;
+            let Transport { stream, timer, .. } = transport;
+            match stream.as_plain_tcp() {
+                Some(tcp) => file.send_zero_copy(tcp, timer, config.write_timeout).await,
+                None => file.send_copied(stream, timer, config.write_timeout).await,
+            }
+        }
     }
 }
 
 /// Streams a chunked body: every chunk the stream has ready is gathered,
 /// and the buffer is written whenever the stream has to wait.
-async fn write_chunks<S: AsyncRead + AsyncWrite + Unpin>(
+async fn write_chunks<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     mut chunks: ChunkedBody,
@@ -456,7 +479,7 @@ fn asks_to_close(parts: &response::Parts) -> bool {
     })
 }
 
-async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
+async fn flush<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     config: &Config,
@@ -480,7 +503,7 @@ fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseDa
     response
 }
 
-async fn respond_to_parse_error<S: AsyncRead + AsyncWrite + Unpin>(
+async fn respond_to_parse_error<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     err: ParseError,
@@ -502,7 +525,7 @@ async fn respond_to_parse_error<S: AsyncRead + AsyncWrite + Unpin>(
 /// Closes our side, then reads and discards what the client still sends
 /// for a short while (RFC 9112 §9.6), so that a client still busy sending
 /// gets to read the response instead of a connection reset.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(transport: &mut Transport<S>) {
+async fn linger<S: Socket>(transport: &mut Transport<S>) {
     let Transport {
         stream,
         timer,

@@ -4,6 +4,7 @@
 use super::decode::{Decoded, Decoder};
 use crate::body::{BodySource, ReadError};
 use crate::config::READ_CHUNK;
+use crate::io::{timed, Deadline, TimedOut};
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -40,45 +41,6 @@ pub(crate) struct Transport<S> {
     pub continue_state: Continue,
     /// The timer is armed for the current wait.
     armed: bool,
-}
-
-/// When a timed operation gives up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Deadline {
-    /// This long after the operation first has to wait.
-    After(Duration),
-    /// At this instant.
-    At(Instant),
-}
-
-/// A timed operation did not finish in time.
-#[derive(Debug)]
-pub(crate) struct TimedOut;
-
-/// Runs `fut` against `timer`. The timer is only touched when `fut` has to
-/// wait, so operations that complete at once cost no timer update.
-pub(crate) async fn timed<F: Future>(
-    timer: &mut Pin<Box<Sleep>>,
-    deadline: Deadline,
-    fut: F,
-) -> Result<F::Output, TimedOut> {
-    let mut fut = pin!(fut);
-    let mut armed = false;
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        if !armed {
-            let at = match deadline {
-                Deadline::After(d) => Instant::now() + d,
-                Deadline::At(at) => at,
-            };
-            timer.as_mut().reset(at);
-            armed = true;
-        }
-        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
-    })
-    .await
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {

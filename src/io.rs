@@ -1,0 +1,63 @@
+//! What the engines need from a connection's byte stream.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// A connection's stream: plain TCP today, TLS once it lands. Engines are
+/// generic over it; the one thing they ask beyond reading and writing is
+/// whether the kernel can send files straight into it.
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath when bytes written to it reach the client
+    /// as they are, so `sendfile(2)` may write to it directly.
+    fn as_plain_tcp(&self) -> Option<&TcpStream>;
+}
+
+impl Socket for TcpStream {
+    fn as_plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+/// When a timed operation gives up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// This long after the operation first has to wait.
+    After(Duration),
+    /// At this instant.
+    At(Instant),
+}
+
+/// A timed operation did not finish in time.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+/// Runs `fut` against `timer`. The timer is only touched when `fut` has to
+/// wait, so operations that complete at once cost no timer update.
+pub(crate) async fn timed<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Deadline,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
+    let mut fut = pin!(fut);
+    let mut armed = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if !armed {
+            let at = match deadline {
+                Deadline::After(d) => Instant::now() + d,
+                Deadline::At(at) => at,
+            };
+            timer.as_mut().reset(at);
+            armed = true;
+        }
+        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+    })
+    .await
+}
