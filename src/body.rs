@@ -12,6 +12,9 @@ use std::task::{Context, Poll};
 /// Piece size used when a [`BodyStream`] is polled as a `Stream`.
 const STREAM_PIECE: usize = 64 * 1024;
 
+/// Most memory `read_body` reserves ahead of the bytes actually received.
+const INITIAL_CAPACITY_CAP: usize = 64 * 1024;
+
 /// Where the bytes of a lazy request body come from. Each protocol engine
 /// implements it (HTTP/1.1 today), so this module never depends on one.
 pub(crate) trait BodySource: Send + Sync {
@@ -169,7 +172,12 @@ pub async fn read_body(
         match (&mut first, &mut rest) {
             (None, _) => first = Some(piece),
             (Some(head), None) => {
-                let hint = source.declared_length().map_or(0, |n| n as usize);
+                // Grow with what arrives: a declared length is only a claim,
+                // and reserving it up front would let a client make the
+                // server allocate whatever the limit allows.
+                let hint = source
+                    .declared_length()
+                    .map_or(0, |n| n.min(INITIAL_CAPACITY_CAP as u64) as usize);
                 let mut buf = BytesMut::with_capacity(hint.max(head.len() + piece.len()));
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(&piece);

@@ -1,7 +1,7 @@
 //! The builder: handler, address, limits and timeouts; then `start_http`.
 
 use crate::body::{read_body, Connection};
-use crate::client_info::IpAddress;
+use crate::client_info::{get_client_info, IpAddress};
 use crate::config::{Config, MAX_HEADERS_CAP};
 use crate::response::ResponseData;
 use crate::server::{self, Server, StartError};
@@ -306,7 +306,9 @@ impl<H, B> Builder<H, B> {
     }
 
     /// Time a body read waits for the client's next bytes before failing
-    /// with [`ReadError::Timeout`](crate::ReadError::Timeout). Default 30 s.
+    /// with [`ReadError::Timeout`](crate::ReadError::Timeout): it measures
+    /// silence, not the whole body. Discarding a body the handler left unread
+    /// is bounded by it in total. Default 30 s; `Duration::MAX` for none.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -319,8 +321,9 @@ impl<H, B> Builder<H, B> {
         self
     }
 
-    /// Time one write of a response (head and body, or one chunk) may take
-    /// before a client that does not read is disconnected. Default 30 s.
+    /// Time the server waits for a client to accept more response bytes
+    /// before disconnecting it: a stall, not the whole download, so slow
+    /// but steady clients get large bodies whole. Default 30 s.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -338,7 +341,9 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
     /// Reads every request body before the handler runs, so that the
     /// handler takes a `Request<Bytes>`. A body over `bytes_limit` bytes, or
     /// one that is malformed or arrives too slowly, is answered with
-    /// `failure_response` and the handler does not run.
+    /// `failure_response` and the handler does not run. The client's
+    /// [`ConnectionInfo`](crate::ConnectionInfo) is in the request's
+    /// extensions.
     ///
     /// ```no_run
     /// use bytes::Bytes;
@@ -462,8 +467,14 @@ impl FailureResponse {
 
 impl<H: Handler<Bytes>> Handler<Connection> for ReadBody<H> {
     async fn call(&self, request: Request<Connection>) -> Response<ResponseData> {
+        let client = get_client_info(request.body()).ok();
         match read_body(request, self.limit).await {
-            Ok(request) => self.inner.call(request).await,
+            Ok(mut request) => {
+                if let Some(client) = client {
+                    request.extensions_mut().insert(client);
+                }
+                self.inner.call(request).await
+            }
             Err(err) => {
                 tracing::debug!(%err, "request body refused");
                 self.failure.to_response()

@@ -41,8 +41,8 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a request-body read may wait for the next bytes from the client.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Time one write of a response (a head and body, or a chunk) may take
-/// before a client that does not read is disconnected.
+/// Time a response write may wait for the client to accept more bytes
+/// (a stall, not a whole download) before the client is disconnected.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Responses to pipelined requests gathered before one write (actix-http

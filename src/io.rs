@@ -15,12 +15,28 @@ pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket underneath when bytes written to it reach the client
     /// as they are, so `sendfile(2)` may write to it directly.
     fn as_plain_tcp(&self) -> Option<&TcpStream>;
+
+    /// Makes closing the connection send a reset instead of a clean end.
+    fn reset_on_close(&self);
 }
 
 impl Socket for TcpStream {
     fn as_plain_tcp(&self) -> Option<&TcpStream> {
         Some(self)
     }
+
+    fn reset_on_close(&self) {
+        // SO_LINGER with a zero timeout: close() sends RST.
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// `now + timeout`, saturating: `Duration::MAX` means "practically never"
+/// rather than an overflow panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// When a timed operation gives up.
@@ -51,7 +67,7 @@ pub(crate) async fn timed<F: Future>(
         }
         if !armed {
             let at = match deadline {
-                Deadline::After(d) => Instant::now() + d,
+                Deadline::After(d) => deadline_after(d),
                 Deadline::At(at) => at,
             };
             timer.as_mut().reset(at);

@@ -689,3 +689,180 @@ mod chunked_responses {
         assert_eq!(client.response().await.text(), "ab");
     }
 }
+
+mod hardening {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn huge_declared_length_with_no_limit_does_not_reserve_it() {
+        let server = serve(|req: Request<Connection>| async move {
+            match mist::read_body(req, usize::MAX).await {
+                Ok(req) => text(200, req.body().len().to_string()),
+                Err(err) => text(400, err.to_string()),
+            }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4398046511104\r\n\r\na")
+            .await;
+        // Let the first piece be read on its own, then a second one.
+        client.stream.flush().await.unwrap();
+        tokio::task::yield_now().await;
+        client.send("b").await;
+        client.stream.shutdown().await.unwrap();
+        assert_eq!(client.response().await.status, 400);
+        // The process is alive and serving.
+        assert_eq!(roundtrip(&server, get("/")).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn dripped_unread_body_cannot_hold_the_connection() {
+        let server = start(
+            mist::new(support::fixed("ignored")).body_read_timeout(Duration::from_millis(300)),
+        )
+        .await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nx")
+            .await;
+        assert_eq!(client.response().await.text(), "ignored");
+        // One byte every 100 ms: each read is in time, the whole is not.
+        let (mut reader, mut writer) = client.stream.into_split();
+        let drip = tokio::spawn(async move {
+            for _ in 0..600 {
+                if writer.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(support::SAFETY_TIMEOUT, reader.read_to_end(&mut rest))
+            .await
+            .expect("the server closed the dripping connection");
+        drip.abort();
+    }
+
+    #[tokio::test]
+    async fn write_timeout_bounds_stalls_not_slow_steady_downloads() {
+        let body = Bytes::from(vec![7u8; 8 << 20]);
+        let server = start(
+            mist::new(move |_req: Request<Connection>| {
+                let body = body.clone();
+                async move { Response::new(ResponseData::from(body)) }
+            })
+            .write_timeout(Duration::from_millis(1500)),
+        )
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < 8 << 20 {
+            let n = client.stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "download cut off after {total} bytes");
+            total += n;
+            // At most ~3 MB/s: the download takes longer than the write
+            // timeout, while no single stall comes near it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn unlimited_timeouts_do_not_overflow() {
+        let server = start(
+            mist::new(support::echo_handler)
+                .header_read_timeout(Duration::MAX)
+                .keep_alive_timeout(Duration::MAX)
+                .body_read_timeout(Duration::MAX)
+                .write_timeout(Duration::MAX),
+        )
+        .await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel")
+            .await;
+        tokio::task::yield_now().await;
+        client.send("lo").await;
+        assert_eq!(client.response().await.text(), "hello");
+    }
+
+    #[tokio::test]
+    async fn interim_status_from_handler_becomes_500() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::builder()
+                .status(100)
+                .body(ResponseData::empty())
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 500);
+        assert!(resp.closes());
+    }
+
+    #[tokio::test]
+    async fn failing_stream_to_http10_client_resets_the_connection() {
+        use futures_util::stream;
+        let server = serve(|_req: Request<Connection>| async {
+            let chunks = stream::iter(vec![
+                Ok(Bytes::from_static(b"partial")),
+                Err(std::io::Error::other("backend went away")),
+            ]);
+            Response::new(ResponseData::chunked_stream(chunks))
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send("GET / HTTP/1.0\r\n\r\n").await;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match client.stream.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(err) => break Err(err.kind()),
+            }
+        };
+        assert_eq!(
+            end,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "{:?}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+
+    #[tokio::test]
+    async fn panicking_response_stream_costs_only_its_connection() {
+        let server = serve(|req: Request<Connection>| async move {
+            if req.uri().path() == "/boom" {
+                let chunks = (0..3).map(|i| {
+                    assert!(i < 1, "the stream panics on purpose");
+                    "chunk"
+                });
+                return Response::new(ResponseData::chunked(chunks));
+            }
+            text(200, "fine")
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/boom")).await;
+        let _ = client.read_to_close().await;
+        assert_eq!(roundtrip(&server, get("/")).await.text(), "fine");
+    }
+
+    #[tokio::test]
+    async fn read_request_body_handlers_know_the_client() {
+        let builder = mist::new(|req: Request<Bytes>| async move {
+            let info = req.extensions().get::<mist::ConnectionInfo>().copied();
+            text(200, format!("{:?}", info.map(|i| i.ip_address)))
+        })
+        .read_request_body(100, Response::new(""));
+        let server = start(builder).await;
+        let resp = roundtrip(&server, post("/", b"x")).await;
+        assert_eq!(resp.text(), "Some(V4(127, 0, 0, 1))");
+    }
+}

@@ -9,6 +9,11 @@ use std::fmt;
 /// an endless one would otherwise be an endless read.
 const MAX_CHUNK_EXTENSION: usize = 4096;
 
+/// Bytes of chunk extensions (and the whitespace before them) accepted over
+/// a whole body (hyper's limit too): many tiny chunks each carrying a large
+/// extension would otherwise cost far more than the body's decoded size.
+const MAX_EXTENSIONS_TOTAL: u64 = 16 * 1024;
+
 /// Most bytes of trailer fields accepted; they are read and discarded.
 const MAX_TRAILER: usize = 16 * 1024;
 
@@ -54,8 +59,8 @@ impl fmt::Display for DecodeError {
 pub(crate) enum Decoder {
     /// `Content-Length`: this many bytes still to come.
     Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked(Chunked),
+    /// `Transfer-Encoding: chunked`, and the extension bytes seen so far.
+    Chunked(Chunked, u64),
     /// The body has been read completely.
     Done,
     /// The body was malformed: nothing more can be read from this stream.
@@ -94,13 +99,13 @@ impl Decoder {
         match kind {
             BodyKind::Empty | BodyKind::Length(0) => Decoder::Done,
             BodyKind::Length(n) => Decoder::Length(n),
-            BodyKind::Chunked => Decoder::Chunked(Chunked::Size { size: 0, digits: 0 }),
+            BodyKind::Chunked => Decoder::Chunked(Chunked::Size { size: 0, digits: 0 }, 0),
         }
     }
 
     /// The body can still be read: neither finished nor broken.
     pub(crate) fn is_pending(&self) -> bool {
-        matches!(self, Decoder::Length(_) | Decoder::Chunked(_))
+        matches!(self, Decoder::Length(_) | Decoder::Chunked(..))
     }
 
     /// Takes up to `max` body bytes (at least one) from the front of `buf`.
@@ -124,7 +129,7 @@ impl Decoder {
                 }
                 Ok(Decoded::Data(buf.split_to(n).freeze()))
             }
-            Decoder::Chunked(state) => match state.decode(buf, max) {
+            Decoder::Chunked(state, extensions) => match state.decode(buf, max, extensions) {
                 Ok(Decoded::Done) => {
                     *self = Decoder::Done;
                     Ok(Decoded::Done)
@@ -146,7 +151,12 @@ fn take_len(remaining: u64, available: usize, max: usize) -> usize {
 }
 
 impl Chunked {
-    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DecodeError> {
+    fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+        extensions: &mut u64,
+    ) -> Result<Decoded, DecodeError> {
         loop {
             if let Chunked::Data { remaining } = self {
                 if buf.is_empty() {
@@ -163,6 +173,12 @@ impl Chunked {
                 return Ok(Decoded::NeedMore);
             };
             buf.advance(1);
+            if matches!(self, Chunked::SizeSpace { .. } | Chunked::Extension { .. }) {
+                *extensions += 1;
+                if *extensions > MAX_EXTENSIONS_TOTAL {
+                    return Err(DecodeError::ExtensionTooLong);
+                }
+            }
             *self = match *self {
                 Chunked::Size { size, digits } => match hex_value(byte) {
                     Some(v) => {
@@ -181,7 +197,12 @@ impl Chunked {
                     None if digits == 0 => return Err(DecodeError::InvalidChunkSize),
                     None => after_size(size, byte)?,
                 },
-                Chunked::SizeSpace { size } => after_size(size, byte)?,
+                // RFC 9112 §7.1.1: whitespace after the size only before `;`.
+                Chunked::SizeSpace { size } => match byte {
+                    b' ' | b'\t' => Chunked::SizeSpace { size },
+                    b';' => Chunked::Extension { size, len: 0 },
+                    _ => return Err(DecodeError::InvalidChunkSize),
+                },
                 Chunked::Extension { size, len } => match byte {
                     b'\r' => Chunked::SizeLf { size },
                     // RFC 9112 §7.1.1: a bare LF here is a smuggling vector.
@@ -322,6 +343,7 @@ mod tests {
             b"1 2\r\n",
             b"0\r\nX: y\n\r\n",
             b"11111111111111111\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
             b"ffffffffffffffff0\r\n",
         ] {
             assert!(
@@ -357,6 +379,21 @@ mod tests {
         assert_eq!(
             decode_all(BodyKind::Chunked, trailer.as_bytes(), 64),
             Err(DecodeError::TrailerTooLarge)
+        );
+    }
+
+    #[test]
+    fn extensions_are_bounded_over_the_whole_body() {
+        let chunk = format!("1;{}\r\nx\r\n", "e".repeat(1000));
+        let body = chunk.repeat(20) + "0\r\n\r\n";
+        assert_eq!(
+            decode_all(BodyKind::Chunked, body.as_bytes(), 64),
+            Err(DecodeError::ExtensionTooLong)
+        );
+        let spaces = format!("1{};\r\nx\r\n0\r\n\r\n", " ".repeat(70_000));
+        assert_eq!(
+            decode_all(BodyKind::Chunked, spaces.as_bytes(), 64),
+            Err(DecodeError::ExtensionTooLong)
         );
     }
 

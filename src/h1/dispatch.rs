@@ -13,7 +13,7 @@ use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
-use crate::io::{timed, Deadline, Socket};
+use crate::io::{deadline_after, timed, Deadline, Socket};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
@@ -57,7 +57,7 @@ where
     let mut gathered = 0usize;
     let config = Arc::clone(&ctx.config);
     // The first head must arrive within the header timeout of the accept.
-    let mut head_deadline = Some(Instant::now() + config.header_read_timeout);
+    let mut head_deadline = Some(deadline_after(config.header_read_timeout));
     loop {
         let head =
             match read_head(&mut transport, &mut write_buf, &mut head_deadline, &mut ctx).await {
@@ -78,14 +78,7 @@ where
         transport = back;
         match next {
             Next::Close => {
-                if flush(&mut transport, &mut write_buf, &config).await.is_ok() {
-                    let _ = timed(
-                        &mut transport.timer,
-                        Deadline::After(config.write_timeout),
-                        transport.stream.shutdown(),
-                    )
-                    .await;
-                }
+                close(&mut transport, &mut write_buf, &config).await;
                 return;
             }
             Next::KeepAlive => {}
@@ -119,9 +112,15 @@ async fn read_head<S: Socket>(
     ctx: &mut ConnContext,
 ) -> Result<Option<Head>, ParseError> {
     let config = &*ctx.config;
+    // Bytes already known to hold no end of head: a head trickled in byte by
+    // byte is not parsed again from the start after every read.
+    let mut scanned = 0;
     loop {
-        if let Some(head) = parse_head(&mut transport.read_buf, config, &ctx.scheme)? {
-            return Ok(Some(head));
+        if worth_parsing(&transport.read_buf, scanned, config) {
+            if let Some(head) = parse_head(&mut transport.read_buf, config, &ctx.scheme)? {
+                return Ok(Some(head));
+            }
+            scanned = transport.read_buf.len();
         }
         // Everything buffered has been answered: send it before waiting.
         if flush(transport, write_buf, config).await.is_err() {
@@ -132,16 +131,16 @@ async fn read_head<S: Socket>(
             (Some(at), _) => Deadline::At(at),
             (None, true) => Deadline::After(config.keep_alive_timeout),
             (None, false) => {
-                let at = Instant::now() + config.header_read_timeout;
+                let at = deadline_after(config.header_read_timeout);
                 *head_deadline = Some(at);
                 Deadline::At(at)
             }
         };
         let read = if idle {
-            if *ctx.shutdown.borrow() {
-                return Ok(None);
-            }
+            // Biased: a request already sent is still answered when the
+            // server is shutting down; only a silent connection is closed.
             tokio::select! {
+                biased;
                 read = transport.read_more(deadline) => read,
                 _ = ctx.shutdown.wait_for(|stop| *stop) => return Ok(None),
             }
@@ -152,7 +151,7 @@ async fn read_head<S: Socket>(
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {
                 if head_deadline.is_none() {
-                    *head_deadline = Some(Instant::now() + config.header_read_timeout);
+                    *head_deadline = Some(deadline_after(config.header_read_timeout));
                 }
             }
             Err(_) if idle && transport.read_buf.is_empty() && head_deadline.is_none() => {
@@ -163,6 +162,20 @@ async fn read_head<S: Socket>(
             Err(_) => return Err(ParseError::Timeout),
         }
     }
+}
+
+/// Whether parsing can tell more than last time: the new bytes may end the
+/// head, or the buffer has reached a size limit.
+fn worth_parsing(buf: &[u8], scanned: usize, config: &Config) -> bool {
+    if scanned == 0 || buf.len() >= config.max_head_size {
+        return true;
+    }
+    if buf.len() > config.max_request_target && !buf.contains(&b'\n') {
+        return true;
+    }
+    // An empty line ends the head: LF CRLF, or LF LF (RFC 9112 §2.2).
+    let fresh = &buf[scanned.saturating_sub(2)..];
+    fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Handles one request: runs the handler and writes its response into
@@ -212,6 +225,7 @@ where
             Some(back) => transport = back,
             None => return (Next::Close, None),
         }
+        transport.disarm();
         outcome
     } else {
         let request = request.map(|()| Connection::new(ctx.peer, None));
@@ -219,6 +233,15 @@ where
     };
 
     let (response, mut close) = match outcome {
+        // A 1xx as the final response would desynchronise the client: it
+        // waits for the real one (upgrades have their own response body).
+        Ok(response) if response.status().is_informational() => {
+            error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
         Ok(response) => (response, false),
         Err(()) => {
             error!(peer = ?ctx.peer, "request handler panicked; answering 500");
@@ -231,12 +254,17 @@ where
     let (parts, body) = response.into_parts();
     let body_unread = transport.decoder.is_pending();
     // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
-    // not send its body now; the stream's next request cannot be found.
-    let continue_unsent = matches!(transport.continue_state, super::io::Continue::Owed(0));
+    // not send its body now, so the stream's next request cannot be found;
+    // and half an interim response can never be completed.
+    let continue_owed = match transport.continue_state {
+        super::io::Continue::Owed(0) => body_unread,
+        super::io::Continue::Owed(_) => true,
+        super::io::Continue::No => false,
+    };
     close |= !keep_alive
         || *ctx.shutdown.borrow()
         || matches!(transport.decoder, Decoder::Failed)
-        || (body_unread && continue_unsent)
+        || continue_owed
         || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard)
         || asks_to_close(&parts);
 
@@ -255,10 +283,6 @@ where
         return (Next::Close, Some(transport));
     }
     if close {
-        if body_unread {
-            let _ = flush(&mut transport, write_buf, config).await;
-            linger(&mut transport).await;
-        }
         return (Next::Close, Some(transport));
     }
     if body_unread {
@@ -268,7 +292,6 @@ where
                 .discard_body(config.max_discard, config.body_read_timeout)
                 .await
         {
-            linger(&mut transport).await;
             return (Next::Close, Some(transport));
         }
     }
@@ -416,11 +439,11 @@ async fn write_chunks<S: Socket>(
     config: &Config,
 ) -> io::Result<()> {
     loop {
-        let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
+        let next = match poll_fn(|cx| Poll::Ready(poll_chunk(&mut chunks, cx))).await {
             Poll::Ready(next) => next,
             Poll::Pending => {
                 flush(transport, write_buf, config).await?;
-                poll_fn(|cx| chunks.poll_chunk(cx)).await
+                poll_fn(|cx| poll_chunk(&mut chunks, cx)).await
             }
         };
         match next {
@@ -446,9 +469,12 @@ async fn write_chunks<S: Socket>(
                 }
             }
             Some(Err(err)) => {
-                // No last chunk: the client must not take the body as whole.
-                debug!(%err, "chunked response stream failed; closing the connection");
+                // No last chunk, and a reset rather than a clean close: the
+                // client must not take the body as whole, also when the body
+                // runs until close (HTTP/1.0).
+                debug!(%err, "chunked response stream failed; resetting the connection");
                 let _ = flush(transport, write_buf, config).await;
+                transport.abort();
                 return Err(io::Error::other(err));
             }
             None => {
@@ -458,6 +484,40 @@ async fn write_chunks<S: Socket>(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Polls the handler's chunk stream; a panic in it is a failed stream.
+fn poll_chunk(
+    chunks: &mut ChunkedBody,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Result<bytes::Bytes, crate::BoxError>>> {
+    catch_unwind(AssertUnwindSafe(|| chunks.poll_chunk(cx)))
+        .unwrap_or_else(|_| Poll::Ready(Some(Err("the response stream panicked".into()))))
+}
+
+/// Ends a connection after its last response: reset if the response failed
+/// midway; otherwise flush, then close, lingering if the client may still
+/// be sending (an unread or broken body, pipelined requests after a close).
+async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut, config: &Config) {
+    if transport.aborted() {
+        return;
+    }
+    if flush(transport, write_buf, config).await.is_err() {
+        return;
+    }
+    let unread = !transport.read_buf.is_empty()
+        || transport.decoder.is_pending()
+        || matches!(transport.decoder, Decoder::Failed);
+    if unread {
+        linger(transport).await;
+    } else {
+        let _ = timed(
+            &mut transport.timer,
+            Deadline::After(config.write_timeout),
+            transport.stream.shutdown(),
+        )
+        .await;
     }
 }
 

@@ -4,7 +4,7 @@
 use super::decode::{Decoded, Decoder};
 use crate::body::{BodySource, ReadError};
 use crate::config::READ_CHUNK;
-use crate::io::{timed, Deadline, TimedOut};
+use crate::io::{deadline_after, timed, Deadline, TimedOut};
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -12,8 +12,8 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 /// The interim response sent when a handler first reads a body whose
 /// client asked for it (RFC 9110 §10.1.1).
@@ -41,9 +41,14 @@ pub(crate) struct Transport<S> {
     pub continue_state: Continue,
     /// The timer is armed for the current wait.
     armed: bool,
+    /// Bytes read from the socket since the connection opened: what a
+    /// discarded body costs is counted in these, not in decoded bytes.
+    raw_read: u64,
+    /// The response failed midway: close with a reset, never a clean end.
+    aborted: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+impl<S: crate::io::Socket> Transport<S> {
     pub(crate) fn new(stream: S) -> Transport<S> {
         Transport {
             stream,
@@ -52,6 +57,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             decoder: Decoder::Done,
             continue_state: Continue::No,
             armed: false,
+            raw_read: 0,
+            aborted: false,
         }
     }
 
@@ -68,12 +75,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
 
     /// One read into the read buffer; `Ok(0)` is the end of the stream.
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK);
-        }
-        // `read_buf` keeps no state between polls, so polling a fresh one
-        // each time is equivalent to keeping it.
-        pin!(self.stream.read_buf(&mut self.read_buf)).poll(cx)
+        poll_read_buf(&mut self.stream, &mut self.read_buf, &mut self.raw_read, cx)
+    }
+
+    /// Makes the coming close a reset (RFC 9293 abort): a client reading
+    /// until close must not mistake a truncated body for a whole one.
+    pub(crate) fn abort(&mut self) {
+        self.stream.reset_on_close();
+        self.aborted = true;
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// Forgets a body-read wait that was abandoned (the handler stopped
+    /// reading mid-wait), so the next wait arms the timer afresh.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
     }
 
     /// Reads more bytes, giving up at `deadline`.
@@ -85,26 +104,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             stream,
             read_buf,
             timer,
+            raw_read,
             ..
         } = self;
-        if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
-            read_buf.reserve(READ_CHUNK);
-        }
-        timed(timer, deadline, stream.read_buf(read_buf)).await
+        let read = poll_fn(|cx| poll_read_buf(stream, read_buf, raw_read, cx));
+        timed(timer, deadline, read).await
     }
 
-    /// Writes all of `buf` and flushes, giving up when that takes longer than `timeout`.
+    /// Writes all of `buf` and flushes. `timeout` bounds each wait for the
+    /// client to accept bytes (no progress), not the whole transfer, so a
+    /// slow but steady download is never cut off.
     pub(crate) async fn write_all<B: bytes::Buf>(
         &mut self,
         buf: &mut B,
         timeout: Duration,
     ) -> io::Result<()> {
         let Transport { stream, timer, .. } = self;
-        let write = async {
-            stream.write_all_buf(buf).await?;
-            stream.flush().await
-        };
-        match timed(timer, Deadline::After(timeout), write).await {
+        while buf.has_remaining() {
+            match timed(timer, Deadline::After(timeout), stream.write_buf(buf)).await {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(TimedOut) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        match timed(timer, Deadline::After(timeout), stream.flush()).await {
             Ok(result) => result,
             Err(TimedOut) => Err(io::ErrorKind::TimedOut.into()),
         }
@@ -124,14 +148,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                     self.continue_state = Continue::No;
                     continue;
                 }
+                if written == CONTINUE.len() {
+                    // Written: make sure it leaves a buffering stream (TLS).
+                    match Pin::new(&mut self.stream).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.continue_state = Continue::No;
+                            continue;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(self.fail())),
+                        Poll::Pending => return self.wait(cx, timeout),
+                    }
+                }
                 match Pin::new(&mut self.stream).poll_write(cx, &CONTINUE[written..]) {
                     Poll::Ready(Ok(n)) if n > 0 => {
-                        let written = written + n;
-                        self.continue_state = if written == CONTINUE.len() {
-                            Continue::No
-                        } else {
-                            Continue::Owed(written)
-                        };
+                        self.continue_state = Continue::Owed(written + n);
+                        self.armed = false;
                         continue;
                     }
                     Poll::Ready(_) => return Poll::Ready(Err(self.fail())),
@@ -164,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Pending, unless the client has been silent for `timeout`.
     fn wait<T>(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<Result<T, ReadError>> {
         if !self.armed {
-            self.timer.as_mut().reset(Instant::now() + timeout);
+            self.timer.as_mut().reset(deadline_after(timeout));
             self.armed = true;
         }
         match self.timer.as_mut().poll(cx) {
@@ -176,25 +207,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         }
     }
 
-    /// Reads and discards the rest of the body, up to `budget` bytes.
-    /// True when the body ended within it.
-    pub(crate) async fn discard_body(&mut self, mut budget: u64, timeout: Duration) -> bool {
+    /// Reads and discards the rest of the body. True when it ended within
+    /// `budget` bytes read off the socket (framing, extensions and all) and
+    /// within `timeout` in total: a client dripping its body cannot hold
+    /// the connection beyond that.
+    pub(crate) async fn discard_body(&mut self, budget: u64, timeout: Duration) -> bool {
         if let Decoder::Length(remaining) = self.decoder {
             if remaining > budget {
                 return false;
             }
         }
-        loop {
-            match poll_fn(|cx| self.poll_body(cx, usize::MAX, timeout)).await {
-                Ok(Some(bytes)) => match budget.checked_sub(bytes.len() as u64) {
-                    Some(left) => budget = left,
-                    None => return false,
-                },
-                Ok(None) => return true,
-                Err(_) => return false,
+        self.disarm();
+        // What is already buffered was read before; count it as well.
+        let limit = self
+            .raw_read
+            .saturating_sub(self.read_buf.len() as u64)
+            .saturating_add(budget);
+        let deadline = Deadline::At(deadline_after(timeout));
+        let mut timer = std::mem::replace(
+            &mut self.timer,
+            Box::pin(tokio::time::sleep(Duration::ZERO)),
+        );
+        let drained = timed(&mut timer, deadline, async {
+            loop {
+                match poll_fn(|cx| self.poll_body(cx, usize::MAX, timeout)).await {
+                    Ok(Some(_)) if self.raw_read <= limit => {}
+                    Ok(None) => return self.raw_read <= limit,
+                    Ok(Some(_)) | Err(_) => return false,
+                }
             }
-        }
+        })
+        .await;
+        self.timer = timer;
+        self.disarm();
+        drained.unwrap_or(false)
     }
+}
+
+/// One read from `stream` into `buf`, counted in `raw_read`.
+fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    raw_read: &mut u64,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    // `read_buf` keeps no state between polls, so polling a fresh one each
+    // time is equivalent to keeping it.
+    let read = pin!(stream.read_buf(buf)).poll(cx);
+    if let Poll::Ready(Ok(n)) = read {
+        *raw_read += n as u64;
+    }
+    read
 }
 
 /// A transport lent to the handler for the length of one request.
@@ -214,10 +280,7 @@ pub(crate) struct LentBody<S> {
     pub timeout: Duration,
 }
 
-impl<S> BodySource for LentBody<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+impl<S: crate::io::Socket> BodySource for LentBody<S> {
     fn poll_data(
         &mut self,
         cx: &mut Context<'_>,
@@ -229,7 +292,13 @@ where
             .unwrap_or_else(PoisonError::into_inner);
         match guard.as_mut() {
             Some(transport) => transport.poll_body(cx, max, self.timeout),
-            None => Poll::Ready(Err(ReadError::MalformedBody)),
+            None => {
+                tracing::warn!(
+                    "request body read after the handler returned its response; \
+                     read the body before returning (the connection has moved on)"
+                );
+                Poll::Ready(Err(ReadError::MalformedBody))
+            }
         }
     }
 

@@ -247,6 +247,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
         let mut connections = JoinSet::new();
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let mut stop_handle_gone = false;
+        let mut turn = 0usize;
         let grace = loop {
             tokio::select! {
                 biased;
@@ -263,7 +264,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
                         }
                     }
                 }
-                accepted = accept(&self.listeners, &permits) => match accepted {
+                accepted = accept(&self.listeners, &permits, &mut turn) => match accepted {
                     Ok((stream, peer, permit)) => {
                         backoff = MIN_ACCEPT_BACKOFF;
                         self.spawn_connection(&mut connections, stream, peer, permit, drain_rx.clone());
@@ -273,9 +274,13 @@ impl<H: Handler<Connection>> Supervisor<H> {
                     }
                     Err(err) => {
                         // EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at
-                        // once would spin; wait for resources to come back.
+                        // once would spin; wait for resources to come back
+                        // (or for a shutdown, which must not wait on this).
                         error!(%err, ?backoff, "accept failed; backing off");
-                        tokio::time::sleep(backoff).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed(), if !stop_handle_gone => {}
+                        }
                         backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     }
                 },
@@ -337,13 +342,18 @@ async fn wait_for_stop(
 async fn accept(
     listeners: &[TcpListener],
     permits: &Arc<Semaphore>,
+    turn: &mut usize,
 ) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let permit = Arc::clone(permits)
         .acquire_owned()
         .await
         .map_err(|_| io::Error::other("connection limit closed"))?;
+    // Take turns, so that a busy listener cannot starve the other.
+    *turn = turn.wrapping_add(1);
+    let first = *turn;
     let (stream, peer) = poll_fn(|cx| {
-        for listener in listeners {
+        for i in 0..listeners.len() {
+            let listener = &listeners[(first + i) % listeners.len()];
             if let Poll::Ready(accepted) = listener.poll_accept(cx) {
                 return Poll::Ready(accepted);
             }
