@@ -6,7 +6,7 @@
 use super::decode::Decoder;
 use super::encode::{self, encode_chunk_size, encode_head, Framing, LAST_CHUNK};
 use super::error::ParseError;
-use super::io::{take_back, LentBody, Transport};
+use super::io::{pool_give, pool_take, take_back, LentBody, Transport};
 use super::parse::{parse_head, Head};
 use crate::body::Connection;
 use crate::builder::Handler;
@@ -65,11 +65,21 @@ where
                 Ok(None) => return,
                 Err(err) => {
                     debug!(peer = ?ctx.peer, %err, "refusing request");
-                    respond_to_parse_error(&mut transport, &mut write_buf, err, &config).await;
+                    Box::pin(respond_to_parse_error(
+                        &mut transport,
+                        &mut write_buf,
+                        err,
+                        &config,
+                    ))
+                    .await;
                     return;
                 }
             };
-        let (next, back) = exchange(transport, &mut write_buf, head, &*handler, &ctx).await;
+        // Boxed: a request's state (the handler's future above all) is as
+        // large as the handler makes it; inline, it would size every
+        // connection's task, idle ones too. One allocation per request.
+        let (next, back) =
+            Box::pin(exchange(transport, &mut write_buf, head, &*handler, &ctx)).await;
         let Some(back) = back else {
             // The handler kept the request body past its response: the
             // transport went with it.
@@ -78,7 +88,7 @@ where
         transport = back;
         match next {
             Next::Close => {
-                close(&mut transport, &mut write_buf, &config).await;
+                Box::pin(close(&mut transport, &mut write_buf, &config)).await;
                 return;
             }
             Next::KeepAlive => {}
@@ -137,6 +147,31 @@ async fn read_head<S: Socket>(
             }
         };
         let read = if idle {
+            if transport.stream.as_plain_tcp().is_some() {
+                // Hold no buffers while idle: wait for bytes first.
+                pool_give(&mut transport.read_buf);
+                pool_give(write_buf);
+                let tcp = transport.stream.as_plain_tcp();
+                let ready = async {
+                    match tcp {
+                        Some(tcp) => tcp.readable().await,
+                        None => Ok(()),
+                    }
+                };
+                let waited = tokio::select! {
+                    biased;
+                    ready = timed(&mut transport.timer, deadline, ready) => ready,
+                    _ = ctx.shutdown.wait_for(|stop| *stop) => return Ok(None),
+                };
+                match waited {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(None),
+                    Err(_) => {
+                        trace!(peer = ?ctx.peer, "idle connection timed out");
+                        return Ok(None);
+                    }
+                }
+            }
             // Biased: a request already sent is still answered when the
             // server is shutting down; only a silent connection is closed.
             tokio::select! {
@@ -288,9 +323,7 @@ where
     if body_unread {
         // Answer first, then read past the rest of the body.
         if flush(&mut transport, write_buf, config).await.is_err()
-            || !transport
-                .discard_body(config.max_discard, config.body_read_timeout)
-                .await
+            || !Box::pin(transport.discard_body(config.max_discard, config.body_read_timeout)).await
         {
             return (Next::Close, Some(transport));
         }
@@ -350,6 +383,9 @@ async fn write_response<S: Socket>(
     config: &Config,
 ) -> io::Result<()> {
     let no_body = encode::status_has_no_body(parts.status);
+    if write_buf.capacity() == 0 {
+        *write_buf = pool_take();
+    }
     match body {
         ResponseData::Bytes(bytes) => {
             let framing = if no_body {
@@ -395,13 +431,15 @@ async fn write_response<S: Socket>(
             if no_body || method_is_head {
                 return Ok(());
             }
-            write_chunks(
+            // Boxed, as the file path below: rare, larger futures that would
+            // otherwise size every connection's task.
+            Box::pin(write_chunks(
                 transport,
                 write_buf,
                 chunks,
                 framing == Framing::Chunked,
                 config,
-            )
+            ))
             .await
         }
         ResponseData::File(file) => {
@@ -422,8 +460,8 @@ async fn write_response<S: Socket>(
             flush(transport, write_buf, config).await?;
             let Transport { stream, timer, .. } = transport;
             match stream.as_plain_tcp() {
-                Some(tcp) => file.send_zero_copy(tcp, timer, config.write_timeout).await,
-                None => file.send_copied(stream, timer, config.write_timeout).await,
+                Some(tcp) => Box::pin(file.send_zero_copy(tcp, timer, config.write_timeout)).await,
+                None => Box::pin(file.send_copied(stream, timer, config.write_timeout)).await,
             }
         }
     }

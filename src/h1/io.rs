@@ -244,6 +244,46 @@ impl<S: crate::io::Socket> Transport<S> {
     }
 }
 
+/// Buffers kept per worker thread for reuse: an idle keep-alive connection
+/// gives its (empty) buffers back and holds none, and the next request takes
+/// one without asking the allocator. Bounded, so a burst leaves no hoard.
+const POOL_MAX: usize = 256;
+
+/// The largest buffer worth keeping; larger ones grew for a big head or a
+/// pipelined burst and are freed instead.
+const POOL_KEEP_MAX: usize = 64 * 1024;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for at least one read.
+pub(crate) fn pool_take() -> BytesMut {
+    POOL.with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+}
+
+/// Gives an empty buffer back; leaves `buf` without an allocation.
+pub(crate) fn pool_give(buf: &mut BytesMut) {
+    if !buf.is_empty() || buf.capacity() == 0 {
+        return;
+    }
+    let mut buf = std::mem::take(buf);
+    // Reclaims the whole allocation when no frozen head still shares it.
+    if buf.capacity() < READ_CHUNK && !buf.try_reclaim(READ_CHUNK) {
+        return;
+    }
+    if buf.capacity() > POOL_KEEP_MAX {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    });
+}
+
 /// One read from `stream` into `buf`, counted in `raw_read`.
 fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
@@ -251,7 +291,9 @@ fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
     raw_read: &mut u64,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+    if buf.capacity() == 0 {
+        *buf = pool_take();
+    } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
     // `read_buf` keeps no state between polls, so polling a fresh one each
