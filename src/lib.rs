@@ -77,6 +77,7 @@ mod h1;
 mod io;
 mod response;
 mod server;
+mod ws;
 
 pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
 pub use builder::{new, Builder, Handler, ReadBody, Scheme};
