@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! cargo run --release --example complete -- [--port N] [--bind ADDR] [--ipv6] [--root DIR]
+//!                                          [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! `--root` is the folder `/file/` serves (default `examples/static`).
+//! `--tls-cert` and `--tls-key` (together) serve HTTPS instead of HTTP.
 //!
 //! Its command line and routes are a contract that black-box tests rely
 //! on: see `shared/docs/complete-example.md` in the project.
@@ -12,11 +14,15 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use mist::{Chunk, Connection, ReadError, ResponseData};
+use mist::{Chunk, Connection, Next, ReadError, ResponseData, WebsocketMessage};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 
 /// Bodies `/echo` and `/stream` accept.
 const ECHO_LIMIT: usize = 4_000_000;
@@ -28,6 +34,8 @@ struct Args {
     bind: String,
     ipv6: bool,
     root: PathBuf,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS with these PEM files.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,7 +44,9 @@ fn parse_args() -> Result<Args, String> {
         bind: "localhost".to_string(),
         ipv6: false,
         root: PathBuf::from("examples/static"),
+        tls: None,
     };
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -48,19 +58,24 @@ fn parse_args() -> Result<Args, String> {
             "--bind" => args.bind = value("--bind")?,
             "--ipv6" => args.ipv6 = true,
             "--root" => args.root = PathBuf::from(value("--root")?),
-            "--tls-cert" | "--tls-key" | "--http2" => {
-                return Err(format!(
-                    "{arg} is not supported yet: HTTPS and HTTP/2 have not landed"
-                ))
-            }
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
+            "--http2" => return Err(format!("{arg} is not supported yet: HTTP/2 has not landed")),
             "-h" | "--help" => {
                 return Err(
-                    "usage: complete [--port N] [--bind ADDR] [--ipv6] [--root DIR]".to_string(),
+                    "usage: complete [--port N] [--bind ADDR] [--ipv6] [--root DIR] \
+                     [--tls-cert PEM --tls-key PEM]"
+                        .to_string(),
                 )
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    args.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".to_string()),
+    };
     Ok(args)
 }
 
@@ -90,7 +105,17 @@ async fn main() -> ExitCode {
     if args.ipv6 {
         builder = builder.with_ipv6();
     }
-    let server = match builder.start_http().await {
+    let started = match &args.tls {
+        Some((cert, key)) => builder.start_https(cert, key).await.map_err(|err| {
+            format!(
+                "{err} (--tls-cert {}, --tls-key {})",
+                cert.display(),
+                key.display()
+            )
+        }),
+        None => builder.start_http().await.map_err(|err| err.to_string()),
+    };
+    let server = match started {
         Ok(server) => server,
         Err(err) => {
             eprintln!("cannot start: {err}");
@@ -138,6 +163,10 @@ async fn handle(req: Request<Connection>, root: Arc<Path>) -> Response<ResponseD
         (Method::GET, "/info") => info(&req),
         (Method::GET, "/slow") => slow(&req).await,
         (Method::GET, "/panic") => panic!("the /panic route panics on purpose"),
+        (Method::GET, "/") => showcase(),
+        (Method::GET, "/sse") => ticks(req),
+        (Method::GET, "/ws") => websocket_echo(req),
+        (Method::GET, "/ws/chat") => websocket_chat(req),
         _ => status(StatusCode::NOT_FOUND),
     }
 }
@@ -415,6 +444,129 @@ fn with_headers(
     *response.status_mut() = code;
     *response.headers_mut() = headers;
     response
+}
+
+/// `GET /`: a page that joins the chat room and subscribes to `/sse`.
+fn showcase() -> Response<ResponseData> {
+    let page = include_str!("showcase.html");
+    let mut response = Response::new(ResponseData::from(page));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /sse?count=N&interval_ms=T` (defaults 10 and 1000): N events with
+/// `id: i`, `event: tick`, `data: i` for i from 1, the first also with
+/// `retry: 1000`; then the stream ends.
+fn ticks(req: Request<Connection>) -> Response<ResponseData> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (Some(count), Some(interval)) = (
+        param(&query, "count").unwrap_or(Some(10)),
+        param(&query, "interval_ms").unwrap_or(Some(1000)),
+    ) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "count and interval_ms must be numbers",
+        );
+    };
+    mist::server_sent_events(
+        req,
+        Response::new(()),
+        move || {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                for i in 1..=count {
+                    if i > 1 {
+                        tokio::time::sleep(Duration::from_millis(interval)).await;
+                    }
+                    // The stream's end (the client left) ends the ticker too.
+                    if tx.send(i).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok::<_, std::convert::Infallible>((count, rx))
+        },
+        |i, conn, count| {
+            let mut tick = mist::event(i.to_string()).id(i.to_string()).name("tick");
+            if i == 1 {
+                tick = tick.retry(Duration::from_millis(1000));
+            }
+            match mist::send_event(conn, tick) {
+                Ok(()) if i < *count => Next::Continue,
+                _ => Next::Stop,
+            }
+        },
+    )
+}
+
+/// `GET /ws`: every text and binary message comes back unchanged;
+/// `permessage-deflate` is accepted when the client offers it.
+fn websocket_echo(req: Request<Connection>) -> Response<ResponseData> {
+    mist::websocket(
+        req,
+        |_conn| ((), None::<mpsc::Receiver<()>>),
+        |_state, conn, message| {
+            let sent = match message {
+                WebsocketMessage::Text(text) => mist::send_text_frame(conn, &text),
+                WebsocketMessage::Binary(data) => mist::send_binary_frame(conn, &data),
+                _ => Ok(()),
+            };
+            match sent {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::Stop,
+            }
+        },
+        |_state| {},
+    )
+}
+
+/// The members of the `/ws/chat` room: each one's channel of messages.
+struct Room {
+    next_id: AtomicU64,
+    members: Mutex<HashMap<u64, mpsc::Sender<String>>>,
+}
+
+static ROOM: LazyLock<Room> = LazyLock::new(|| Room {
+    next_id: AtomicU64::new(0),
+    members: Mutex::new(HashMap::new()),
+});
+
+/// Messages a slow member may have waiting before it misses some.
+const CHAT_BACKLOG: usize = 256;
+
+/// `GET /ws/chat`: a chat room. Every text message goes to every member,
+/// the sender included, through each member's custom-message channel.
+fn websocket_chat(req: Request<Connection>) -> Response<ResponseData> {
+    mist::websocket(
+        req,
+        |_conn| {
+            let (tx, rx) = mpsc::channel(CHAT_BACKLOG);
+            let id = ROOM.next_id.fetch_add(1, Ordering::Relaxed);
+            ROOM.members.lock().unwrap().insert(id, tx);
+            (id, Some(rx))
+        },
+        |_id, conn, message| match message {
+            WebsocketMessage::Text(text) => {
+                for member in ROOM.members.lock().unwrap().values() {
+                    // A member too slow to keep up misses messages rather
+                    // than slowing the room down.
+                    let _ = member.try_send(text.clone());
+                }
+                Next::Continue
+            }
+            WebsocketMessage::Custom(text) => match mist::send_text_frame(conn, &text) {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::Stop,
+            },
+            _ => Next::Continue,
+        },
+        |id| {
+            ROOM.members.lock().unwrap().remove(&id);
+        },
+    )
 }
 
 /// `None` when absent, `Some(None)` when present but not a number.

@@ -1,15 +1,18 @@
-//! The builder: handler, address, limits and timeouts; then `start_http`.
+//! The builder: handler, address, limits and timeouts; then `start_http`
+//! or `start_https`.
 
 use crate::body::{read_body, Connection};
 use crate::client_info::{get_client_info, IpAddress};
 use crate::config::{Config, MAX_HEADERS_CAP};
 use crate::response::ResponseData;
 use crate::server::{self, Server, StartError};
+use crate::tls::{Certificates, HttpsError};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,7 +194,8 @@ impl<H, B> Builder<H, B> {
     }
 
     /// Replaces what runs once the server listens. The default prints
-    /// `Listening on http://HOST:PORT`.
+    /// `Listening on http://HOST:PORT` (`https://` for
+    /// [`Builder::start_https`]).
     ///
     /// ```
     /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
@@ -335,6 +339,25 @@ impl<H, B> Builder<H, B> {
         self.config.write_timeout = timeout;
         self
     }
+
+    /// Time a client has to complete the TLS handshake of an HTTPS server
+    /// ([`Builder::start_https`]), from the accept. Past it the connection
+    /// is closed (logged at debug level); a client that connects and says
+    /// nothing holds its connection slot no longer than this. The
+    /// [`header_read_timeout`](Builder::header_read_timeout) of the first
+    /// request starts when the handshake ends. Default 10 s; no effect on
+    /// plain HTTP.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.tls_handshake_timeout(Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.tls_handshake_timeout = timeout;
+        self
+    }
 }
 
 impl<H: Handler<Bytes>> Builder<H, Bytes> {
@@ -405,16 +428,54 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
     /// # Ok(()) }
     /// ```
     pub async fn start_http(self) -> Result<Server, StartError> {
+        self.start(None).await
+    }
+
+    /// Binds the listener(s) and starts serving HTTPS (HTTP/1.1 over TLS
+    /// 1.3 or 1.2) on the current tokio runtime; the method form of
+    /// [`start_https`](crate::start_https), which documents the files and
+    /// errors. The certificate is checked before anything listens.
+    /// [`Builder::after_start`] receives [`Scheme::Https`] and the default
+    /// one prints `Listening on https://HOST:PORT`.
+    ///
+    /// ```no_run
+    /// # use http::{Request, Response};
+    /// # use mist::{Connection, ResponseData};
+    /// # async fn run() -> Result<(), mist::HttpsError> {
+    /// let server = mist::new(|_req: Request<Connection>| async { Response::new(ResponseData::empty()) })
+    ///     .port(4443)
+    ///     .start_https("cert.pem", "key.pem")
+    ///     .await?;
+    /// // Later, after the certificate was renewed on disk:
+    /// server.reload_certificate("cert.pem", "key.pem")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_https(
+        self,
+        certfile: impl AsRef<Path>,
+        keyfile: impl AsRef<Path>,
+    ) -> Result<Server, HttpsError> {
+        let certificates = Certificates::load(certfile.as_ref(), keyfile.as_ref())?;
+        Ok(self.start(Some(Arc::new(certificates))).await?)
+    }
+
+    /// Starts plain HTTP, or HTTPS with `tls`.
+    async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError> {
+        let scheme = match tls {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        };
         let options = server::Options {
             port: self.port,
             interface: self.interface,
             ipv6: self.ipv6,
             config: self.config,
-            scheme: Scheme::Http,
+            scheme,
+            tls,
         };
         let server = server::start(options, Arc::new(self.handler)).await?;
         let addr = server.local_addr();
-        (self.after_start)(addr.port(), Scheme::Http, IpAddress::from(addr.ip()));
+        (self.after_start)(addr.port(), scheme, IpAddress::from(addr.ip()));
         Ok(server)
     }
 }

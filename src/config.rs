@@ -45,6 +45,12 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// (a stall, not a whole download) before the client is disconnected.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Time a client has to complete the TLS handshake after the accept; then
+/// the connection is closed without a word. nginx's `ssl_handshake_timeout`
+/// default is 60 s; 10 s is plenty for a real client and frees a slot held
+/// by a silent one sooner.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Responses to pipelined requests gathered before one write (actix-http
 /// caps its pipeline queue at 16 too): bounds the work done per read.
 pub(crate) const MAX_PIPELINED: usize = 16;
@@ -80,6 +86,7 @@ pub(crate) struct Config {
     pub keep_alive_timeout: Duration,
     pub body_read_timeout: Duration,
     pub write_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -94,6 +101,7 @@ impl Default for Config {
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }

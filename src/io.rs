@@ -8,9 +8,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-/// A connection's stream: plain TCP today, TLS once it lands. Engines are
-/// generic over it; the one thing they ask beyond reading and writing is
-/// whether the kernel can send files straight into it.
+/// A connection's stream: plain TCP, or TLS over TCP (`src/tls.rs`).
+/// Engines are generic over it; the one thing they ask beyond reading and
+/// writing is whether the kernel can send files straight into it.
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket underneath when bytes written to it reach the client
     /// as they are, so `sendfile(2)` may write to it directly.
@@ -76,4 +76,17 @@ pub(crate) async fn timed<F: Future>(
         timer.as_mut().poll(cx).map(|()| Err(TimedOut))
     })
     .await
+}
+
+/// A connection the HTTP/1.1 engine hands over after writing a response
+/// head, to a protocol that then runs to the end of the connection
+/// (WebSocket, server-sent events). Boxed as `dyn Socket`, so one loop
+/// serves TCP and TLS alike.
+pub(crate) struct Handover {
+    pub io: Box<dyn Socket>,
+    /// Bytes the client sent past its request, already read.
+    pub read_buf: bytes::BytesMut,
+    /// Becomes true when the server shuts down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub peer: Option<std::net::SocketAddr>,
 }

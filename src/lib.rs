@@ -64,6 +64,14 @@
 //! carries on), and clear error statuses for bad input (400, 408, 414, 431,
 //! 501, 505). Every limit and timeout is a [`Builder`] setting with a
 //! documented default. [`Server::shutdown`] stops gracefully.
+//!
+//! ## HTTPS
+//!
+//! [`Builder::start_https`] (or [`start_https`]) takes PEM certificate and
+//! key files and serves the same handler over TLS 1.3 and 1.2 (rustls);
+//! every feature works the same, files are streamed through user space in
+//! bounded pieces. [`Server::reload_certificate`] swaps the certificate
+//! for new connections without a restart.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -77,6 +85,8 @@ mod h1;
 mod io;
 mod response;
 mod server;
+mod sse;
+mod tls;
 mod ws;
 
 pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
@@ -87,6 +97,15 @@ pub use client_info::{
 pub use file::{send_file, FileBody, FileError};
 pub use response::{BoxError, ChunkedBody, ResponseData};
 pub use server::{Server, StartError};
+pub use sse::{
+    event, event_id, event_name, event_retry, send_event, server_sent_events,
+    server_sent_events_with_options, SseConnection, SseEvent, SseOptions, SseStream,
+};
+pub use tls::{start_https, CertificateError, HttpsError};
+pub use ws::actor::{
+    send_binary_frame, send_text_frame, websocket, websocket_with_options, Next, SendError,
+    WebsocketConnection, WebsocketMessage, WebsocketOptions, WebsocketSender, WebsocketUpgrade,
+};
 
 /// Re-exported: request bodies read whole are `bytes::Bytes`.
 pub use bytes;

@@ -37,6 +37,12 @@ pub enum ResponseData {
     /// A file, or part of one, sent with `sendfile(2)` where the connection
     /// allows; made by [`send_file`](crate::send_file).
     File(crate::file::FileBody),
+    /// A WebSocket: the body of the `101` response made by
+    /// [`websocket`](crate::websocket); the connection is handed over to it.
+    Websocket(crate::ws::actor::WebsocketUpgrade),
+    /// A stream of server-sent events, made by
+    /// [`server_sent_events`](crate::server_sent_events).
+    ServerSentEvents(crate::sse::SseStream),
 }
 
 impl ResponseData {
@@ -142,6 +148,8 @@ impl fmt::Debug for ResponseData {
             ResponseData::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
             ResponseData::Chunked(_) => f.write_str("Chunked(..)"),
             ResponseData::File(file) => f.debug_tuple("File").field(file).finish(),
+            ResponseData::Websocket(_) => f.write_str("Websocket(..)"),
+            ResponseData::ServerSentEvents(_) => f.write_str("ServerSentEvents(..)"),
         }
     }
 }

@@ -1059,3 +1059,151 @@ async fn client_hanging_up_midway_frees_the_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------
+// HTTPS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tls_cert_and_key_serve_https_and_print_an_https_listening_line() {
+    let ca = support::TestCa::new("mist example test CA");
+    let dir = support::TestDir::new("example-tls");
+    let (cert, key) = support::write_leaf(&dir, "server", &ca.leaf("localhost", false));
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    let mut example = Example::spawn(&[
+        "--port",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let line = example
+        .stdout
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("a Listening line");
+    let port: u16 = line
+        .strip_prefix("Listening on https://127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("not `Listening on https://127.0.0.1:PORT`: {line:?}"));
+    assert_ne!(port, 0);
+
+    let url = format!("https://127.0.0.1:{port}/hello");
+    let hello = curl(&["--cacert", ca_file.to_str().unwrap(), &url]);
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.header("content-length"), Some("13"));
+    assert_eq!(hello.text(), "Hello, world!");
+    let ca = ca_file.to_str().unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let echo = curl(&[
+        "--cacert",
+        ca,
+        "--data-binary",
+        "over tls",
+        &format!("{base}/echo"),
+    ]);
+    assert_eq!(echo.text(), "over tls");
+    let file = curl(&["--cacert", ca, &format!("{base}/file/hello.txt")]);
+    assert_eq!(file.status, 200);
+    assert!(!file.body.is_empty());
+    let events = curl(&["--cacert", ca, &format!("{base}/sse?count=2&interval_ms=1")]);
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    assert!(events.text().contains("data: 2"), "{:?}", events.text());
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let (code, _) = curl_status(&[&format!("http://127.0.0.1:{port}/hello")]);
+    assert_eq!(code, "000");
+
+    example.signal("TERM");
+    let exit = example.wait_exit();
+    assert!(exit.status.success(), "exit: {}", exit.status);
+}
+
+#[test]
+fn tls_cert_without_key_is_refused() {
+    let mut example = Example::spawn(&["--port", "0", "--tls-cert", "cert.pem"]);
+    let exit = example.wait_exit();
+    assert!(!exit.status.success(), "exit: {}", exit.status);
+    assert!(exit.stdout.is_empty(), "stdout: {:?}", exit.stdout);
+    assert!(
+        exit.stderr.contains("--tls-key"),
+        "stderr: {:?}",
+        exit.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// /ws and /ws/chat
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ws_route_echoes_text_and_binary() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let example = Example::start(&["--port", "0"]);
+    let url = format!("ws://127.0.0.1:{}/ws", example.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text("echo me")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo me"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+}
+
+#[tokio::test]
+async fn ws_chat_sends_every_message_to_every_member() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let example = Example::start(&["--port", "0"]);
+    let url = format!("ws://127.0.0.1:{}/ws/chat", example.port);
+    let (mut alice, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut bob, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // Both have joined once each sees its own message: send and wait.
+    alice.send(Message::text("alice joined")).await.unwrap();
+    assert_eq!(
+        alice.next().await.unwrap().unwrap(),
+        Message::text("alice joined")
+    );
+    bob.send(Message::text("hi from bob")).await.unwrap();
+    // Bob joined before sending, so alice's message may or may not have
+    // reached him; his own does reach both.
+    let mut bob_seen = Vec::new();
+    while bob_seen.last() != Some(&Message::text("hi from bob")) {
+        bob_seen.push(bob.next().await.unwrap().unwrap());
+    }
+    assert_eq!(
+        alice.next().await.unwrap().unwrap(),
+        Message::text("hi from bob")
+    );
+    alice.send(Message::text("bye")).await.unwrap();
+    assert_eq!(alice.next().await.unwrap().unwrap(), Message::text("bye"));
+    assert_eq!(bob.next().await.unwrap().unwrap(), Message::text("bye"));
+}
+
+#[test]
+fn sse_route_sends_count_ticks_then_ends() {
+    let example = Example::start(&["--port", "0"]);
+    let resp = curl(&["-N", &example.url("/sse?count=3&interval_ms=10")]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        resp.text(),
+        "event: tick\nid: 1\nretry: 1000\ndata: 1\n\nevent: tick\nid: 2\ndata: 2\n\nevent: tick\nid: 3\ndata: 3\n\n"
+    );
+}
+
+#[test]
+fn root_serves_the_showcase_page() {
+    let example = Example::start(&["--port", "0"]);
+    let resp = curl(&[&example.url("/")]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(resp.text().contains("new WebSocket("));
+    assert!(resp.text().contains("new EventSource("));
+}

@@ -147,37 +147,12 @@ async fn read_head<S: Socket>(
             }
         };
         let read = if idle {
-            if transport.stream.as_plain_tcp().is_some() {
-                // Hold no buffers while idle: wait for bytes first.
-                pool_give(&mut transport.read_buf);
-                pool_give(write_buf);
-                let tcp = transport.stream.as_plain_tcp();
-                let ready = async {
-                    match tcp {
-                        Some(tcp) => tcp.readable().await,
-                        None => Ok(()),
-                    }
-                };
-                let waited = tokio::select! {
-                    biased;
-                    ready = timed(&mut transport.timer, deadline, ready) => ready,
-                    _ = ctx.shutdown.wait_for(|stop| *stop) => return Ok(None),
-                };
-                match waited {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Ok(None),
-                    Err(_) => {
-                        trace!(peer = ?ctx.peer, "idle connection timed out");
-                        return Ok(None);
-                    }
-                }
-            }
-            // Biased: a request already sent is still answered when the
-            // server is shutting down; only a silent connection is closed.
-            tokio::select! {
-                biased;
-                read = transport.read_more(deadline) => read,
-                _ = ctx.shutdown.wait_for(|stop| *stop) => return Ok(None),
+            match wait_idle(transport, write_buf, deadline, &mut ctx.shutdown).await {
+                // Bytes are waiting on plain TCP: read them now.
+                Idle::Readable => transport.read_more(deadline).await,
+                Idle::Read(read) => Ok(read),
+                Idle::TimedOut => Err(crate::io::TimedOut),
+                Idle::Stopping => return Ok(None),
             }
         } else {
             transport.read_more(deadline).await
@@ -197,6 +172,61 @@ async fn read_head<S: Socket>(
             Err(_) => return Err(ParseError::Timeout),
         }
     }
+}
+
+/// How an idle wait ended.
+enum Idle {
+    /// Plain TCP has bytes to read (nothing has been read yet).
+    Readable,
+    /// Another stream read into the buffer.
+    Read(io::Result<usize>),
+    TimedOut,
+    /// The server is shutting down.
+    Stopping,
+}
+
+/// Waits for the next request between requests: one plain `poll_fn` over
+/// the socket, the deadline and shutdown, since every idle connection keeps
+/// this state. On plain TCP it waits for readiness holding no buffers at
+/// all. Biased: bytes already sent are still read when the server is
+/// shutting down; only a silent connection is closed.
+async fn wait_idle<S: Socket>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    deadline: Deadline,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Idle {
+    if transport.stream.as_plain_tcp().is_some() {
+        pool_give(&mut transport.read_buf);
+        pool_give(write_buf);
+    }
+    let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+    let mut armed = false;
+    poll_fn(|cx| {
+        let ready = match transport.stream.as_plain_tcp() {
+            Some(tcp) => tcp.poll_read_ready(cx).map(|ready| match ready {
+                Ok(()) => Idle::Readable,
+                Err(err) => Idle::Read(Err(err)),
+            }),
+            None => transport.poll_read(cx).map(Idle::Read),
+        };
+        if ready.is_ready() {
+            return ready;
+        }
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Idle::Stopping);
+        }
+        if !armed {
+            let at = match deadline {
+                Deadline::After(d) => deadline_after(d),
+                Deadline::At(at) => at,
+            };
+            transport.timer.as_mut().reset(at);
+            armed = true;
+        }
+        transport.timer.as_mut().poll(cx).map(|()| Idle::TimedOut)
+    })
+    .await
 }
 
 /// Whether parsing can tell more than last time: the new bytes may end the
@@ -244,8 +274,12 @@ where
 
     let outcome = if transport.decoder.is_pending() {
         // The handler may read the body (and send 100 Continue): earlier
-        // responses must reach the socket first.
-        if flush(&mut transport, write_buf, config).await.is_err() {
+        // responses must reach the socket first. (Boxed, as below: rare.)
+        if !write_buf.is_empty()
+            && Box::pin(flush(&mut transport, write_buf, config))
+                .await
+                .is_err()
+        {
             return (Next::Close, Some(transport));
         }
         let lent = Arc::new(Mutex::new(Some(transport)));
@@ -268,6 +302,14 @@ where
     };
 
     let (response, mut close) = match outcome {
+        Ok(response) if matches!(response.body(), ResponseData::Websocket(_)) => {
+            return Box::pin(upgrade(transport, write_buf, response, ctx)).await;
+        }
+        Ok(response)
+            if matches!(response.body(), ResponseData::ServerSentEvents(_)) && !method_is_head =>
+        {
+            return Box::pin(event_stream(transport, write_buf, response, version, ctx)).await;
+        }
         // A 1xx as the final response would desynchronise the client: it
         // waits for the real one (upgrades have their own response body).
         Ok(response) if response.status().is_informational() => {
@@ -303,17 +345,14 @@ where
         || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard)
         || asks_to_close(&parts);
 
-    let written = write_response(
-        &mut transport,
-        write_buf,
-        &parts,
-        body,
-        method_is_head,
-        version,
-        &mut close,
-        config,
-    )
-    .await;
+    // The rare remainder (large bodies, streams, files) is boxed: inline,
+    // its state would size every request.
+    let written =
+        match encode_response(write_buf, &parts, body, method_is_head, version, &mut close) {
+            Ok(Rest::Nothing) => Ok(()),
+            Ok(rest) => Box::pin(write_rest(&mut transport, write_buf, rest, config)).await,
+            Err(err) => Err(err),
+        };
     if written.is_err() {
         return (Next::Close, Some(transport));
     }
@@ -322,13 +361,95 @@ where
     }
     if body_unread {
         // Answer first, then read past the rest of the body.
-        if flush(&mut transport, write_buf, config).await.is_err()
-            || !Box::pin(transport.discard_body(config.max_discard, config.body_read_timeout)).await
-        {
+        let drained = Box::pin(async {
+            flush(&mut transport, write_buf, config).await.is_ok()
+                && transport
+                    .discard_body(config.max_discard, config.body_read_timeout)
+                    .await
+        });
+        if !drained.await {
             return (Next::Close, Some(transport));
         }
     }
     (Next::KeepAlive, Some(transport))
+}
+
+/// Writes the `101` of a WebSocket upgrade and hands the connection to the
+/// WebSocket's own loop, which runs to the end of the connection here.
+async fn upgrade<S: Socket>(
+    mut transport: Transport<S>,
+    write_buf: &mut BytesMut,
+    response: Response<ResponseData>,
+    ctx: &ConnContext,
+) -> (Next, Option<Transport<S>>) {
+    let (parts, body) = response.into_parts();
+    let ResponseData::Websocket(websocket) = body else {
+        return (Next::Close, Some(transport));
+    };
+    if write_buf.capacity() == 0 {
+        *write_buf = pool_take();
+    }
+    // The handshake's own `connection: upgrade` goes out as it is.
+    encode_head(write_buf, &parts, Framing::NoBody, None);
+    if flush(&mut transport, write_buf, &ctx.config).await.is_err() {
+        return (Next::Close, Some(transport));
+    }
+    let Transport {
+        stream, read_buf, ..
+    } = transport;
+    let upgraded = crate::io::Handover {
+        io: Box::new(stream),
+        read_buf,
+        shutdown: ctx.shutdown.clone(),
+        peer: ctx.peer,
+    };
+    websocket.start(upgraded).await;
+    (Next::Close, None)
+}
+
+/// Writes the head of an event stream and hands the connection to the
+/// stream's loop, which runs to the end of the connection here.
+async fn event_stream<S: Socket>(
+    mut transport: Transport<S>,
+    write_buf: &mut BytesMut,
+    response: Response<ResponseData>,
+    version: Version,
+    ctx: &ConnContext,
+) -> (Next, Option<Transport<S>>) {
+    let (parts, body) = response.into_parts();
+    let ResponseData::ServerSentEvents(events) = body else {
+        return (Next::Close, Some(transport));
+    };
+    if write_buf.capacity() == 0 {
+        *write_buf = pool_take();
+    }
+    // RFC 9112 §6.3 (7): an HTTP/1.0 client reads the stream until close.
+    let chunked = version == Version::HTTP_11;
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        Framing::CloseDelimited
+    };
+    encode_head(
+        write_buf,
+        &parts,
+        framing,
+        connection_header(!chunked, version),
+    );
+    if flush(&mut transport, write_buf, &ctx.config).await.is_err() {
+        return (Next::Close, Some(transport));
+    }
+    let Transport {
+        stream, read_buf, ..
+    } = transport;
+    let handover = crate::io::Handover {
+        io: Box::new(stream),
+        read_buf,
+        shutdown: ctx.shutdown.clone(),
+        peer: ctx.peer,
+    };
+    events.start(handover, chunked).await;
+    (Next::Close, None)
 }
 
 /// Runs the handler, turning a panic into `Err`. While the handler waits,
@@ -369,78 +490,57 @@ where
     .await
 }
 
-/// Writes a response. `close` may be set when the body's framing needs the
-/// connection to end (a stream to an HTTP/1.0 client).
-#[allow(clippy::too_many_arguments)]
-async fn write_response<S: Socket>(
-    transport: &mut Transport<S>,
+/// What of a response is left to write once its head (and a small body)
+/// is in the write buffer.
+enum Rest {
+    Nothing,
+    /// A body too large to copy: one vectored write with the buffer.
+    Bytes(bytes::Bytes),
+    /// A chunk stream; `true` when chunk-framed (HTTP/1.1).
+    Chunks(ChunkedBody, bool),
+    File(crate::file::FileBody),
+}
+
+/// Encodes a response into `write_buf`, as far as it can be without
+/// waiting: the head, and a body small enough to copy. `close` is set when
+/// the body's framing needs the connection to end (a stream to an HTTP/1.0
+/// client). Synchronous, so the common response adds no await state to
+/// every request; what needs writing afterwards comes back as [`Rest`].
+fn encode_response(
     write_buf: &mut BytesMut,
     parts: &response::Parts,
     body: ResponseData,
     method_is_head: bool,
     version: Version,
     close: &mut bool,
-    config: &Config,
-) -> io::Result<()> {
+) -> io::Result<Rest> {
     let no_body = encode::status_has_no_body(parts.status);
     if write_buf.capacity() == 0 {
         *write_buf = pool_take();
     }
-    match body {
+    let stream_framing = |close: &mut bool| match (no_body, version) {
+        (true, _) => Framing::NoBody,
+        (false, Version::HTTP_11) => Framing::Chunked,
+        // RFC 9112 §6.3 (7): an HTTP/1.0 client reads until close.
+        (false, _) => {
+            if !method_is_head {
+                *close = true;
+            }
+            Framing::CloseDelimited
+        }
+    };
+    let (framing, rest) = match body {
         ResponseData::Bytes(bytes) => {
             let framing = if no_body {
                 Framing::NoBody
             } else {
                 Framing::Length(bytes.len() as u64)
             };
-            encode_head(
-                write_buf,
-                parts,
-                framing,
-                connection_header(*close, version),
-            );
-            if no_body || method_is_head || bytes.is_empty() {
-                return Ok(());
-            }
-            if bytes.len() <= COPY_BODY_MAX {
-                write_buf.extend_from_slice(&bytes);
-                return Ok(());
-            }
-            // Head and body in one vectored write, without copying the body.
-            let mut both = (&mut *write_buf).chain(bytes);
-            transport.write_all(&mut both, config.write_timeout).await
+            (framing, Rest::Bytes(bytes))
         }
         ResponseData::Chunked(chunks) => {
-            let framing = match (no_body, version) {
-                (true, _) => Framing::NoBody,
-                (false, Version::HTTP_11) => Framing::Chunked,
-                // RFC 9112 §6.3 (7): an HTTP/1.0 client reads until close.
-                (false, _) => {
-                    if !method_is_head {
-                        *close = true;
-                    }
-                    Framing::CloseDelimited
-                }
-            };
-            encode_head(
-                write_buf,
-                parts,
-                framing,
-                connection_header(*close, version),
-            );
-            if no_body || method_is_head {
-                return Ok(());
-            }
-            // Boxed, as the file path below: rare, larger futures that would
-            // otherwise size every connection's task.
-            Box::pin(write_chunks(
-                transport,
-                write_buf,
-                chunks,
-                framing == Framing::Chunked,
-                config,
-            ))
-            .await
+            let framing = stream_framing(close);
+            (framing, Rest::Chunks(chunks, framing == Framing::Chunked))
         }
         ResponseData::File(file) => {
             let framing = if no_body {
@@ -448,20 +548,58 @@ async fn write_response<S: Socket>(
             } else {
                 Framing::Length(file.len())
             };
-            encode_head(
-                write_buf,
-                parts,
-                framing,
-                connection_header(*close, version),
-            );
-            if no_body || method_is_head || file.len() == 0 {
-                return Ok(());
-            }
+            (framing, Rest::File(file))
+        }
+        // Only HEAD gets here: the head of the stream, and no stream.
+        ResponseData::ServerSentEvents(_) => (stream_framing(close), Rest::Nothing),
+        // Taken by `upgrade` before any response is encoded.
+        ResponseData::Websocket(_) => {
+            return Err(io::Error::other("a WebSocket body outside an upgrade"));
+        }
+    };
+    encode_head(
+        write_buf,
+        parts,
+        framing,
+        connection_header(*close, version),
+    );
+    if no_body || method_is_head {
+        return Ok(Rest::Nothing);
+    }
+    Ok(match rest {
+        Rest::Bytes(bytes) if bytes.len() <= COPY_BODY_MAX => {
+            write_buf.extend_from_slice(&bytes);
+            Rest::Nothing
+        }
+        Rest::File(file) if file.len() == 0 => Rest::Nothing,
+        rest => rest,
+    })
+}
+
+/// Writes what [`encode_response`] left: a large body, a stream, a file.
+async fn write_rest<S: Socket>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    rest: Rest,
+    config: &Config,
+) -> io::Result<()> {
+    match rest {
+        Rest::Nothing => Ok(()),
+        // Head and body in one vectored write, without copying the body.
+        Rest::Bytes(bytes) => {
+            transport
+                .write_all(&mut (&mut *write_buf).chain(bytes), config.write_timeout)
+                .await
+        }
+        Rest::Chunks(chunks, framed) => {
+            write_chunks(transport, write_buf, chunks, framed, config).await
+        }
+        Rest::File(file) => {
             flush(transport, write_buf, config).await?;
             let Transport { stream, timer, .. } = transport;
             match stream.as_plain_tcp() {
-                Some(tcp) => Box::pin(file.send_zero_copy(tcp, timer, config.write_timeout)).await,
-                None => Box::pin(file.send_copied(stream, timer, config.write_timeout)).await,
+                Some(tcp) => file.send_zero_copy(tcp, timer, config.write_timeout).await,
+                None => file.send_copied(stream, timer, config.write_timeout).await,
             }
         }
     }
@@ -585,7 +723,7 @@ async fn flush<S: Socket>(
     if write_buf.is_empty() {
         return Ok(());
     }
-    let result = transport.write_all(write_buf, config.write_timeout).await;
+    let result = transport.write_out(write_buf, config.write_timeout).await;
     write_buf.clear();
     result
 }

@@ -96,19 +96,70 @@ impl<S: crate::io::Socket> Transport<S> {
     }
 
     /// Reads more bytes, giving up at `deadline`.
-    pub(crate) async fn read_more(
+    ///
+    /// This and [`Transport::write_out`] are plain `poll_fn`s rather than
+    /// nested async fns: every connection keeps the state of the wait it is
+    /// in, idle ones too, and nesting would multiply it.
+    pub(crate) fn read_more(
         &mut self,
         deadline: Deadline,
-    ) -> Result<io::Result<usize>, TimedOut> {
-        let Transport {
-            stream,
-            read_buf,
-            timer,
-            raw_read,
-            ..
-        } = self;
-        let read = poll_fn(|cx| poll_read_buf(stream, read_buf, raw_read, cx));
-        timed(timer, deadline, read).await
+    ) -> impl Future<Output = Result<io::Result<usize>, TimedOut>> + '_ {
+        let mut armed = false;
+        poll_fn(move |cx| {
+            if let Poll::Ready(read) =
+                poll_read_buf(&mut self.stream, &mut self.read_buf, &mut self.raw_read, cx)
+            {
+                return Poll::Ready(Ok(read));
+            }
+            if !armed {
+                let at = match deadline {
+                    Deadline::After(d) => deadline_after(d),
+                    Deadline::At(at) => at,
+                };
+                self.timer.as_mut().reset(at);
+                armed = true;
+            }
+            self.timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+        })
+    }
+
+    /// Writes all of `buf` (leaving it empty) and flushes the stream;
+    /// `timeout` bounds each stall, not the whole write.
+    pub(crate) fn write_out<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        timeout: Duration,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        let mut armed = false;
+        poll_fn(move |cx| {
+            loop {
+                let polled = if buf.is_empty() {
+                    Pin::new(&mut self.stream).poll_flush(cx).map_ok(|()| None)
+                } else {
+                    Pin::new(&mut self.stream).poll_write(cx, buf).map_ok(Some)
+                };
+                match polled {
+                    Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(Some(0))) => {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(Some(n))) => {
+                        bytes::Buf::advance(buf, n);
+                        armed = false;
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => break,
+                }
+            }
+            if !armed {
+                self.timer.as_mut().reset(deadline_after(timeout));
+                armed = true;
+            }
+            self.timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(io::ErrorKind::TimedOut.into()))
+        })
     }
 
     /// Writes all of `buf` and flushes. `timeout` bounds each wait for the

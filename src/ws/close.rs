@@ -20,24 +20,12 @@ impl CloseCode {
     pub(crate) const GOING_AWAY: CloseCode = CloseCode(1001);
     /// 1002: the peer broke the protocol.
     pub(crate) const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
-    /// 1003: a data type the endpoint cannot accept.
-    pub(crate) const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
     /// 1007: data inconsistent with the message type (invalid UTF-8 text).
     pub(crate) const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
-    /// 1008: a message that violates the endpoint's policy.
-    pub(crate) const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     /// 1009: a message too big to process.
     pub(crate) const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
-    /// 1010: the client expected an extension the server did not negotiate.
-    pub(crate) const MANDATORY_EXTENSION: CloseCode = CloseCode(1010);
     /// 1011: the server hit an unexpected condition (a handler panic).
     pub(crate) const INTERNAL_ERROR: CloseCode = CloseCode(1011);
-    /// 1012: the service is restarting (IANA registry).
-    pub(crate) const SERVICE_RESTART: CloseCode = CloseCode(1012);
-    /// 1013: try again later (IANA registry).
-    pub(crate) const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
-    /// 1014: a gateway received an invalid response (IANA registry).
-    pub(crate) const BAD_GATEWAY: CloseCode = CloseCode(1014);
 
     /// The code, if it may be sent in a close frame.
     ///

@@ -37,16 +37,13 @@ pub(crate) enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The status of the refusal: 400, except for an unsupported version,
-    /// which gets 426 and must carry `Sec-WebSocket-Version: 13`
-    /// ([`HandshakeError::version_header`], RFC 6455 §4.4).
+    /// The status of the refusal: always 400, as mist answers every
+    /// malformed upgrade. RFC 6455 §4.2.1 asks 400 for a request that breaks
+    /// the rules; for an unsupported version §4.4 wants "an appropriate
+    /// error code (such as 426)" plus `Sec-WebSocket-Version: 13`
+    /// ([`HandshakeError::version_header`]), which 400 with the header is.
     pub(crate) fn status(self) -> StatusCode {
-        match self {
-            // RFC 6455 §4.2.2: an appropriate error "such as 426 Upgrade Required".
-            HandshakeError::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
-            // RFC 6455 §4.2.1: a request that breaks the rules gets 400 Bad Request.
-            _ => StatusCode::BAD_REQUEST,
-        }
+        StatusCode::BAD_REQUEST
     }
 
     /// The `Sec-WebSocket-Version` header the refusal must carry, if any
@@ -345,7 +342,7 @@ mod tests {
         for value in ["8", "12", "14", "13, 8", " 13x"] {
             let err = accept(&with("sec-websocket-version", value), None).unwrap_err();
             assert_eq!(err, HandshakeError::UnsupportedVersion, "{value}");
-            assert_eq!(err.status(), StatusCode::UPGRADE_REQUIRED);
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
             let (name, value) = err.version_header().unwrap();
             assert_eq!(
                 (name.as_str(), value.to_str().unwrap()),

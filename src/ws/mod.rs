@@ -16,10 +16,7 @@
 //! [`ProtocolError::close_code`] is the one place that maps it to the close
 //! code sent to the peer.
 
-// Nothing calls into this module until the upgrade and the connection task
-// are wired in; these allows go then.
-#![allow(dead_code, unused_imports)]
-
+pub(crate) mod actor;
 pub(crate) mod close;
 pub(crate) mod deflate;
 pub(crate) mod frame;
@@ -31,8 +28,6 @@ use std::fmt;
 
 pub(crate) use close::{CloseCode, CloseFrame};
 pub(crate) use deflate::{DeflateConfig, DeflateParams};
-pub(crate) use frame::{Frame, FrameDecoder, FrameHeader, OpCode};
-pub(crate) use handshake::{Handshake, HandshakeError};
 pub(crate) use message::{Incoming, MessageDecoder, MessageEncoder};
 
 /// Largest message accepted by default, counted after decompression: 1009

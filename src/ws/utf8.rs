@@ -70,6 +70,7 @@ impl Utf8Validator {
     }
 
     /// No incomplete code point is pending.
+    #[cfg(test)]
     pub(crate) fn is_complete(&self) -> bool {
         self.partial_len == 0
     }

@@ -268,3 +268,315 @@ pub fn fixed(
         ))))
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS: certificates made at test time, files for them, and a client
+// ---------------------------------------------------------------------------
+
+/// A certificate authority made for one test: its PEM certificate is what
+/// clients trust (`curl --cacert`, [`tls_client_config`]).
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A server certificate for `localhost` and `127.0.0.1`.
+pub struct Leaf {
+    /// The certificate, then the intermediates that signed it, if any.
+    pub chain_pem: String,
+    /// Its private key, PKCS#8.
+    pub key_pem: String,
+    /// The certificate itself, as a client sees it in the handshake.
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("generate a CA key");
+        let params = ca_params(common_name);
+        let cert = params.self_signed(&key).expect("self-sign the CA");
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// An intermediate CA signed by this one; its `pem` is the
+    /// intermediate's certificate, which servers send along.
+    pub fn intermediate(&self, common_name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("generate a key");
+        let params = ca_params(common_name);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate signed by this CA, with `common_name` as its
+    /// subject. An intermediate's own certificate follows it in the chain
+    /// when `self` is an intermediate (`send_chain`).
+    pub fn leaf(&self, common_name: &str, send_chain: bool) -> Leaf {
+        let key = rcgen::KeyPair::generate().expect("generate a key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("certificate parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let mut chain_pem = cert.pem();
+        if send_chain {
+            chain_pem.push_str(&self.pem);
+        }
+        Leaf {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+}
+
+fn ca_params(common_name: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params
+}
+
+/// A folder of its own in the temporary directory, removed on drop.
+pub struct TestDir(pub std::path::PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mist-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary folder");
+        TestDir(path)
+    }
+
+    /// Writes a file in the folder; returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a temporary file");
+        path
+    }
+
+    /// The path of a file in the folder, which need not exist.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A leaf's certificate and key written to `dir` as `NAME.crt` and
+/// `NAME.key`.
+pub fn write_leaf(
+    dir: &TestDir,
+    name: &str,
+    leaf: &Leaf,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        dir.write(&format!("{name}.crt"), &leaf.chain_pem),
+        dir.write(&format!("{name}.key"), &leaf.key_pem),
+    )
+}
+
+/// Starts `builder` over HTTPS on a free loopback port, silently.
+pub async fn start_tls<H: Handler<Connection>>(
+    builder: Builder<H, Connection>,
+    certfile: &std::path::Path,
+    keyfile: &std::path::Path,
+) -> Server {
+    builder
+        .port(0)
+        .bind("127.0.0.1")
+        .after_start(|_, _, _| {})
+        .start_https(certfile, keyfile)
+        .await
+        .expect("HTTPS server starts")
+}
+
+/// A rustls client configuration trusting only `ca_pem`, offering ALPN
+/// `http/1.1`.
+pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("trust the CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// A raw HTTP/1.1 client over TLS (rustls, verifying the server's
+/// certificate for `localhost`).
+pub struct TlsClient {
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsClient {
+    pub async fn connect(port: u16, config: &std::sync::Arc<rustls::ClientConfig>) -> TlsClient {
+        Self::try_connect(port, config)
+            .await
+            .expect("TLS handshake")
+    }
+
+    pub async fn try_connect(
+        port: u16,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TlsClient> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config));
+        let stream = tokio::time::timeout(SAFETY_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .expect("handshake within the safety timeout")?;
+        Ok(TlsClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The certificate the server presented, DER.
+    pub fn server_certificate(&self) -> Vec<u8> {
+        let (_, session) = self.stream.get_ref();
+        session.peer_certificates().expect("a server certificate")[0].to_vec()
+    }
+
+    /// The protocol agreed with ALPN.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).await.expect("send");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// Reads more bytes; false at the end of the stream (or an error).
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16384];
+        let read = tokio::time::timeout(SAFETY_TIMEOUT, self.stream.read(&mut chunk))
+            .await
+            .expect("server answered within the safety timeout");
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one response, an interim (1xx) one included; bodies by
+    /// `content-length`, chunked framing, or until the close.
+    pub async fn response(&mut self) -> Resp {
+        let (status, headers, head_len) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut slots);
+            match parsed.parse(&self.buf).expect("well-formed response head") {
+                httparse::Status::Complete(len) => {
+                    let headers = parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), h.value.to_vec()))
+                        .collect::<Vec<_>>();
+                    break (parsed.code.unwrap(), headers, len);
+                }
+                httparse::Status::Partial => assert!(
+                    self.fill().await,
+                    "connection closed before a complete response head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        };
+        self.buf.drain(..head_len);
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if status < 200 || status == 204 || status == 304 {
+            return resp;
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buf.len() < len {
+                assert!(self.fill().await, "connection closed inside the body");
+            }
+            resp.body = self.buf.drain(..len).collect();
+        } else if resp.header("transfer-encoding") == Some("chunked") {
+            resp.body = self.read_chunked().await.expect("complete chunked body");
+        } else {
+            resp.body = self.read_to_close().await;
+        }
+        resp
+    }
+
+    async fn read_chunked(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            if size == 0 {
+                while !self.line().await?.is_empty() {}
+                return Some(body);
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            assert_eq!(self.buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+        }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8(self.buf.drain(..at).collect()).unwrap();
+                self.buf.drain(..2);
+                return Some(line);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// True when the server closed the connection with nothing more to read.
+    pub async fn is_closed(&mut self) -> bool {
+        !self.fill().await && self.buf.is_empty()
+    }
+
+    /// Everything until the server closes.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+}

@@ -1,0 +1,801 @@
+//! The public WebSocket API and the connection loop that runs it: mist's
+//! actor shape (a state, a handler per message, an optional channel of the
+//! application's own messages) on one task per connection.
+
+use super::{
+    handshake, CloseCode, DeflateConfig, DeflateParams, Incoming, Limits, MessageDecoder,
+    MessageEncoder,
+};
+use crate::body::Connection;
+use crate::io::{deadline_after, timed, Deadline, Handover, Socket};
+use crate::response::ResponseData;
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, error};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A message delivered to a WebSocket handler: mist's `WebsocketMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebsocketMessage<Custom> {
+    /// A text message from the client.
+    Text(String),
+    /// A binary message from the client.
+    Binary(Bytes),
+    /// The client closed the connection (or it broke); `on_close` follows.
+    Closed,
+    /// The server is shutting down; the connection closes after this.
+    Shutdown,
+    /// A message of the application's own, from the channel `on_init` (or
+    /// a [`Next::ContinueWith`]) gave.
+    Custom(Custom),
+}
+
+/// What a WebSocket handler wants next: mist's `actor.Next`.
+#[derive(Debug)]
+pub enum Next<Custom> {
+    /// Keep going.
+    Continue,
+    /// Keep going, receiving custom messages from this channel from now on.
+    ContinueWith(mpsc::Receiver<Custom>),
+    /// Close the connection normally (close code 1000).
+    Stop,
+    /// Close the connection with an error (close code 1011) and a reason.
+    AbnormalStop(String),
+}
+
+/// Why a frame could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed or closing.
+    Closed,
+    /// More than the configured output is already waiting for a client that
+    /// does not read: the frame was not queued.
+    Full,
+    /// A server-sent event whose id or name holds a line break (it would
+    /// corrupt the stream): not sent.
+    InvalidEvent,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "the WebSocket connection is closed",
+            SendError::Full => "too much output is waiting for the client",
+            SendError::InvalidEvent => "an event id or name holds a line break",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Settings of one WebSocket endpoint; see [`websocket_with_options`].
+///
+/// ```
+/// let options = mist::WebsocketOptions::default()
+///     .max_message_size(1 << 20)
+///     .compression(false);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct WebsocketOptions {
+    limits: Limits,
+    compression: bool,
+    close_timeout: Duration,
+    max_pending: usize,
+    write_timeout: Duration,
+}
+
+impl Default for WebsocketOptions {
+    fn default() -> Self {
+        WebsocketOptions {
+            limits: Limits::default(),
+            compression: true,
+            close_timeout: Duration::from_secs(5),
+            max_pending: 16 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WebsocketOptions {
+    /// Largest message accepted from a client, counted after decompression
+    /// (no zip bombs). Larger ones close the connection with 1009. Default
+    /// 16 MiB.
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().max_message_size(64 * 1024);
+    /// # let _ = options;
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = bytes;
+        self.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Accept `permessage-deflate` (RFC 7692) when the client offers it.
+    /// Default on.
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().compression(false);
+    /// # let _ = options;
+    /// ```
+    pub fn compression(mut self, enabled: bool) -> Self {
+        self.compression = enabled;
+        self
+    }
+
+    /// How long the server waits for the client's answer to its close frame
+    /// before closing the TCP connection anyway. Default 5 s.
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().close_timeout(std::time::Duration::from_secs(1));
+    /// # let _ = options;
+    /// ```
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Most bytes of frames waiting to be written before sends fail with
+    /// [`SendError::Full`]. Default 16 MiB.
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().max_pending_output(1 << 20);
+    /// # let _ = options;
+    /// ```
+    pub fn max_pending_output(mut self, bytes: usize) -> Self {
+        self.max_pending = bytes;
+        self
+    }
+}
+
+/// Frames waiting to go out, shared by the connection and its senders.
+struct Outgoing {
+    encoder: MessageEncoder,
+    buf: BytesMut,
+    /// No more data frames: a close frame has been queued or the
+    /// connection is gone.
+    closed: bool,
+}
+
+struct Shared {
+    out: Mutex<Outgoing>,
+    /// Wakes the connection task when another task queued frames.
+    wake: Notify,
+    max_pending: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outgoing> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(
+        &self,
+        encode: impl FnOnce(&mut MessageEncoder, &mut BytesMut),
+    ) -> Result<(), SendError> {
+        let mut out = self.lock();
+        if out.closed {
+            return Err(SendError::Closed);
+        }
+        if out.buf.len() > self.max_pending {
+            return Err(SendError::Full);
+        }
+        let Outgoing { encoder, buf, .. } = &mut *out;
+        encode(encoder, buf);
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// The connection a WebSocket handler talks through: mist's
+/// `WebsocketConnection`. Frames sent through it are queued and written by
+/// the connection's task as soon as the handler returns.
+///
+/// ```no_run
+/// use mist::{Next, WebsocketConnection, WebsocketMessage};
+///
+/// fn echo(_state: &mut (), conn: &WebsocketConnection, msg: WebsocketMessage<()>) -> Next<()> {
+///     if let WebsocketMessage::Text(text) = msg {
+///         let _ = mist::send_text_frame(conn, &text);
+///     }
+///     Next::Continue
+/// }
+/// ```
+pub struct WebsocketConnection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+}
+
+impl WebsocketConnection {
+    /// A handle other tasks can use to send frames on this connection.
+    ///
+    /// ```no_run
+    /// # fn f(conn: &mist::WebsocketConnection) {
+    /// let sender = conn.sender();
+    /// tokio::spawn(async move {
+    ///     let _ = sender.send_text("from another task");
+    /// });
+    /// # }
+    /// ```
+    pub fn sender(&self) -> WebsocketSender {
+        WebsocketSender {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The client's address, as [`get_client_info`](crate::get_client_info)
+    /// gives it for HTTP requests.
+    ///
+    /// ```no_run
+    /// # fn f(conn: &mist::WebsocketConnection) {
+    /// if let Some(addr) = conn.peer_addr() {
+    ///     println!("client at {addr}");
+    /// }
+    /// # }
+    /// ```
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+impl fmt::Debug for WebsocketConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebsocketConnection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cloneable handle that sends frames on a WebSocket connection from any
+/// task; see [`WebsocketConnection::sender`].
+///
+/// ```no_run
+/// # fn f(sender: mist::WebsocketSender) {
+/// let copy = sender.clone();
+/// let _ = copy.send_binary(&[1, 2, 3]);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WebsocketSender {
+    shared: Arc<Shared>,
+}
+
+impl WebsocketSender {
+    /// Queues a text message.
+    ///
+    /// ```no_run
+    /// # fn f(sender: mist::WebsocketSender) {
+    /// if sender.send_text("tick").is_err() {
+    ///     println!("the client has gone");
+    /// }
+    /// # }
+    /// ```
+    pub fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.shared.send(|enc, buf| enc.text(text, buf))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// ```no_run
+    /// # fn f(sender: mist::WebsocketSender) {
+    /// let _ = sender.send_binary(b"\x00\x01");
+    /// # }
+    /// ```
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), SendError> {
+        self.shared.send(|enc, buf| enc.binary(data, buf))
+    }
+
+    /// True once the connection is closed or closing.
+    ///
+    /// ```no_run
+    /// # fn f(sender: mist::WebsocketSender) {
+    /// if sender.is_closed() { return; }
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl fmt::Debug for WebsocketSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebsocketSender").finish_non_exhaustive()
+    }
+}
+
+/// Sends a text message: mist's `send_text_frame`. An error, never a panic,
+/// once the client has gone.
+///
+/// ```no_run
+/// # fn f(conn: &mist::WebsocketConnection) {
+/// mist::send_text_frame(conn, "hello").ok();
+/// # }
+/// ```
+pub fn send_text_frame(conn: &WebsocketConnection, text: &str) -> Result<(), SendError> {
+    conn.shared.send(|enc, buf| enc.text(text, buf))
+}
+
+/// Sends a binary message: mist's `send_binary_frame`.
+///
+/// ```no_run
+/// # fn f(conn: &mist::WebsocketConnection) {
+/// mist::send_binary_frame(conn, &[0xde, 0xad]).ok();
+/// # }
+/// ```
+pub fn send_binary_frame(conn: &WebsocketConnection, data: &[u8]) -> Result<(), SendError> {
+    conn.shared.send(|enc, buf| enc.binary(data, buf))
+}
+
+type Runner = Box<dyn FnOnce(Handover) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The body of a `101 Switching Protocols` response made by [`websocket`]:
+/// the engine hands the connection to it once the response is written.
+pub struct WebsocketUpgrade {
+    run: Runner,
+}
+
+impl fmt::Debug for WebsocketUpgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebsocketUpgrade(..)")
+    }
+}
+
+impl WebsocketUpgrade {
+    pub(crate) fn start(self, upgraded: Handover) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        (self.run)(upgraded)
+    }
+}
+
+/// Upgrades a request to a WebSocket: mist's `websocket`, with the
+/// defaults of [`WebsocketOptions`].
+///
+/// Validates the upgrade (GET, `Upgrade: websocket`, a `Connection` header
+/// with `upgrade`, `Sec-WebSocket-Version: 13`, a valid key) and answers
+/// `101`; a malformed upgrade gets `400` with an empty body and nothing
+/// starts. Then, on the connection's own task:
+/// - `on_init` makes the state and, optionally, a channel of custom messages;
+/// - `handler` runs for every message, with the state by `&mut` (so it
+///   survives a panic and reaches `on_close`);
+/// - `on_close` runs exactly once, however the connection ends.
+///
+/// Pings are answered, fragmented messages reassembled, text checked as
+/// UTF-8, and `permessage-deflate` accepted when offered. A panicking
+/// handler closes the connection with 1011; the server carries on.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, Next, ResponseData, WebsocketMessage};
+///
+/// async fn ws(req: Request<Connection>) -> Response<ResponseData> {
+///     mist::websocket(
+///         req,
+///         |_conn| (0u64, None::<tokio::sync::mpsc::Receiver<()>>),
+///         |count, conn, msg| {
+///             match msg {
+///                 WebsocketMessage::Text(text) => {
+///                     *count += 1;
+///                     let _ = mist::send_text_frame(conn, &format!("{count}: {text}"));
+///                 }
+///                 WebsocketMessage::Binary(data) => {
+///                     let _ = mist::send_binary_frame(conn, &data);
+///                 }
+///                 _ => {}
+///             }
+///             Next::Continue
+///         },
+///         |count| println!("closed after {count} messages"),
+///     )
+/// }
+/// ```
+pub fn websocket<State, Custom, Init, Handler, Close>(
+    request: Request<Connection>,
+    on_init: Init,
+    handler: Handler,
+    on_close: Close,
+) -> Response<ResponseData>
+where
+    State: Send + 'static,
+    Custom: Send + 'static,
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>) + Send + 'static,
+    Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>
+        + Send
+        + 'static,
+    Close: FnOnce(State) + Send + 'static,
+{
+    websocket_with_options(
+        request,
+        WebsocketOptions::default(),
+        on_init,
+        handler,
+        on_close,
+    )
+}
+
+/// [`websocket`] with settings: message size limit, compression, timeouts.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, Next, ResponseData, WebsocketOptions};
+///
+/// async fn ws(req: Request<Connection>) -> Response<ResponseData> {
+///     let options = WebsocketOptions::default().max_message_size(64 * 1024);
+///     mist::websocket_with_options(
+///         req,
+///         options,
+///         |_conn| ((), None::<tokio::sync::mpsc::Receiver<()>>),
+///         |_state, _conn, _msg| Next::Continue,
+///         |_state| {},
+///     )
+/// }
+/// ```
+pub fn websocket_with_options<State, Custom, Init, Handler, Close>(
+    request: Request<Connection>,
+    options: WebsocketOptions,
+    on_init: Init,
+    handler: Handler,
+    on_close: Close,
+) -> Response<ResponseData>
+where
+    State: Send + 'static,
+    Custom: Send + 'static,
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>) + Send + 'static,
+    Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>
+        + Send
+        + 'static,
+    Close: FnOnce(State) + Send + 'static,
+{
+    let deflate = options.compression.then(DeflateConfig::default);
+    let accepted = match handshake::accept(&request, deflate.as_ref()) {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            debug!(%err, "refusing WebSocket upgrade");
+            // mist answers a malformed upgrade with an empty 400; a version
+            // we do not speak also names the one we do (RFC 6455 §4.4).
+            let mut response = Response::new(ResponseData::empty());
+            *response.status_mut() = err.status();
+            if let Some((name, value)) = err.version_header() {
+                response.headers_mut().insert(name, value);
+            }
+            return response;
+        }
+    };
+    let params = accepted.deflate;
+    let run: Runner = Box::new(move |upgraded: Handover| {
+        Box::pin(run(upgraded, options, params, on_init, handler, on_close))
+    });
+    accepted.response(ResponseData::Websocket(WebsocketUpgrade { run }))
+}
+
+/// Calls `on_close` with the state when dropped: exactly once, whether the
+/// loop ends, a handler panics, or the task is aborted at shutdown.
+struct CloseGuard<State, Close: FnOnce(State)> {
+    state: Option<State>,
+    on_close: Option<Close>,
+}
+
+impl<State, Close: FnOnce(State)> Drop for CloseGuard<State, Close> {
+    fn drop(&mut self) {
+        if let (Some(state), Some(on_close)) = (self.state.take(), self.on_close.take()) {
+            if catch_unwind(AssertUnwindSafe(|| on_close(state))).is_err() {
+                error!("WebSocket on_close panicked");
+            }
+        }
+    }
+}
+
+/// How the loop ended, which decides the closing steps.
+enum End {
+    /// The client sent a close frame: it was echoed; close TCP now.
+    ClientClosed,
+    /// The server sent a close frame: wait for the client's, then close.
+    ServerClosed,
+    /// The client broke the protocol: close frame sent; close TCP now.
+    Failed,
+    /// The connection is gone (EOF, I/O error, timeout).
+    Gone,
+}
+
+async fn run<State, Custom, Init, Handler, Close>(
+    upgraded: Handover,
+    options: WebsocketOptions,
+    deflate: Option<DeflateParams>,
+    on_init: Init,
+    mut handler: Handler,
+    on_close: Close,
+) where
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>),
+    Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>,
+    Close: FnOnce(State),
+{
+    let Handover {
+        mut io,
+        mut read_buf,
+        mut shutdown,
+        peer,
+    } = upgraded;
+    let shared = Arc::new(Shared {
+        out: Mutex::new(Outgoing {
+            encoder: MessageEncoder::new(deflate.as_ref()),
+            buf: BytesMut::new(),
+            closed: false,
+        }),
+        wake: Notify::new(),
+        max_pending: options.max_pending,
+    });
+    let conn = WebsocketConnection {
+        shared: Arc::clone(&shared),
+        peer,
+    };
+    let mut decoder = MessageDecoder::new(options.limits, deflate.as_ref());
+    let (state, mut custom) = match catch_unwind(AssertUnwindSafe(|| on_init(&conn))) {
+        Ok(init) => init,
+        Err(_) => {
+            error!("WebSocket on_init panicked; closing with 1011");
+            queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
+            let _ = flush(&mut io, &shared, options.write_timeout).await;
+            return;
+        }
+    };
+    let mut guard = CloseGuard {
+        state: Some(state),
+        on_close: Some(on_close),
+    };
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    let mut deliver = |message: WebsocketMessage<Custom>,
+                       custom: &mut Option<mpsc::Receiver<Custom>>|
+     -> Option<End> {
+        let state = guard.state.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| handler(state, &conn, message))) {
+            Ok(Next::Continue) => None,
+            Ok(Next::ContinueWith(channel)) => {
+                *custom = Some(channel);
+                None
+            }
+            Ok(Next::Stop) => {
+                queue_close(&shared, CloseCode::NORMAL, "");
+                Some(End::ServerClosed)
+            }
+            Ok(Next::AbnormalStop(reason)) => {
+                queue_close(&shared, CloseCode::INTERNAL_ERROR, &reason);
+                Some(End::ServerClosed)
+            }
+            Err(_) => {
+                error!("WebSocket handler panicked; closing with 1011");
+                queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
+                Some(End::ServerClosed)
+            }
+        }
+    };
+
+    let end = 'outer: loop {
+        // Everything already read: whole messages go to the handler.
+        loop {
+            let incoming = match decoder.decode(&mut read_buf) {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => break,
+                Err(err) => {
+                    debug!(%err, "closing a WebSocket that broke the protocol");
+                    queue_close(&shared, err.close_code(), err.as_str());
+                    let _ = deliver(WebsocketMessage::Closed, &mut custom);
+                    break 'outer End::Failed;
+                }
+            };
+            let ended = match incoming {
+                Incoming::Text(text) => deliver(WebsocketMessage::Text(text), &mut custom),
+                Incoming::Binary(data) => deliver(WebsocketMessage::Binary(data), &mut custom),
+                // RFC 6455 §5.5.2: a pong with the ping's payload.
+                Incoming::Ping(payload) => {
+                    let mut out = shared.lock();
+                    let Outgoing {
+                        encoder,
+                        buf,
+                        closed,
+                    } = &mut *out;
+                    if !*closed {
+                        let _ = encoder.pong(&payload, buf);
+                    }
+                    None
+                }
+                Incoming::Pong(_) => None,
+                // RFC 6455 §5.5.1: echo the status code, then the server
+                // closes the TCP connection first (§7.1.1).
+                Incoming::Close(frame) => {
+                    let code = frame.map(|f| f.code);
+                    {
+                        let mut out = shared.lock();
+                        if !out.closed {
+                            out.closed = true;
+                            let Outgoing { encoder, buf, .. } = &mut *out;
+                            encoder.close(code.map(|c| (c, "")), buf);
+                        }
+                    }
+                    let _ = deliver(WebsocketMessage::Closed, &mut custom);
+                    break 'outer End::ClientClosed;
+                }
+            };
+            if let Some(end) = ended {
+                break 'outer end;
+            }
+        }
+        if flush(&mut io, &shared, options.write_timeout)
+            .await
+            .is_err()
+        {
+            let _ = deliver(WebsocketMessage::Closed, &mut custom);
+            break End::Gone;
+        }
+        // Wait for the client, a custom message, a sender, or shutdown.
+        if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+            read_buf.reserve(READ_CHUNK);
+        }
+        let event = {
+            let mut read = pin!(io.read_buf(&mut read_buf));
+            let mut woken = pin!(shared.wake.notified());
+            let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+            poll_fn(|cx| {
+                if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Read(read));
+                }
+                if let Some(channel) = custom.as_mut() {
+                    if let Poll::Ready(message) = channel.poll_recv(cx) {
+                        return Poll::Ready(Event::Custom(message));
+                    }
+                }
+                if woken.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Woken);
+                }
+                if stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match event {
+            Event::Read(Ok(n)) if n > 0 => {}
+            Event::Read(_) => {
+                let _ = deliver(WebsocketMessage::Closed, &mut custom);
+                break End::Gone;
+            }
+            Event::Custom(Some(message)) => {
+                if let Some(end) = deliver(WebsocketMessage::Custom(message), &mut custom) {
+                    break end;
+                }
+            }
+            // The application dropped its sender: no more custom messages.
+            Event::Custom(None) => custom = None,
+            Event::Woken => {}
+            Event::Shutdown => {
+                let _ = deliver(WebsocketMessage::Shutdown, &mut custom);
+                queue_close(&shared, CloseCode::GOING_AWAY, "server shutting down");
+                break End::ServerClosed;
+            }
+        }
+    };
+    shared.lock().closed = true;
+
+    // The closing handshake (RFC 6455 §7).
+    match end {
+        End::Gone => {}
+        End::ClientClosed | End::Failed => {
+            if flush(&mut io, &shared, options.write_timeout).await.is_ok() {
+                close_tcp(&mut io, &mut read_buf, &mut timer, options.close_timeout).await;
+            }
+        }
+        End::ServerClosed => {
+            if flush(&mut io, &shared, options.write_timeout).await.is_ok() {
+                // Read (and drop) until the client's close frame, bounded.
+                let answer = async {
+                    loop {
+                        match decoder.decode(&mut read_buf) {
+                            Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                            Ok(Some(_)) => continue,
+                            Ok(None) => {}
+                        }
+                        read_buf.reserve(READ_CHUNK);
+                        match io.read_buf(&mut read_buf).await {
+                            Ok(n) if n > 0 => {}
+                            _ => return,
+                        }
+                    }
+                };
+                let _ = timed(
+                    &mut timer,
+                    Deadline::At(deadline_after(options.close_timeout)),
+                    answer,
+                )
+                .await;
+                let _ = timed(
+                    &mut timer,
+                    Deadline::After(options.close_timeout),
+                    io.shutdown(),
+                )
+                .await;
+            }
+        }
+    }
+    drop(guard);
+}
+
+enum Event<Custom> {
+    Read(std::io::Result<usize>),
+    Custom(Option<Custom>),
+    Woken,
+    Shutdown,
+}
+
+/// Queues a close frame; nothing is sent after it.
+fn queue_close(shared: &Shared, code: CloseCode, reason: &str) {
+    let mut out = shared.lock();
+    if out.closed {
+        return;
+    }
+    out.closed = true;
+    let Outgoing { encoder, buf, .. } = &mut *out;
+    encoder.close(Some((code, reason)), buf);
+}
+
+/// Writes every queued frame.
+async fn flush(
+    io: &mut Box<dyn Socket>,
+    shared: &Shared,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let mut timer = None::<Pin<Box<tokio::time::Sleep>>>;
+    loop {
+        let pending = {
+            let mut out = shared.lock();
+            if out.buf.is_empty() {
+                break;
+            }
+            out.buf.split().freeze()
+        };
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        let write = async {
+            io.write_all(&pending).await?;
+            io.flush().await
+        };
+        match timed(timer, Deadline::After(timeout), write).await {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Closes our side and drains what the client still sends, briefly, so the
+/// close frame is read rather than lost to a reset.
+async fn close_tcp(
+    io: &mut Box<dyn Socket>,
+    read_buf: &mut BytesMut,
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+) {
+    let drain = async {
+        io.shutdown().await.ok()?;
+        loop {
+            read_buf.clear();
+            read_buf.reserve(READ_CHUNK);
+            match io.read_buf(read_buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return Some(()),
+            }
+        }
+    };
+    let _ = timed(timer, Deadline::After(timeout), drain).await;
+}

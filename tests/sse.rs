@@ -1,0 +1,246 @@
+//! Server-sent events through real sockets.
+
+mod support;
+
+use http::{Request, Response};
+use mist::{Connection, Next, SendError, SseOptions};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{get, serve, Client};
+use tokio::sync::mpsc;
+
+/// A stream driven by a channel the test holds: each message is sent as an
+/// event as it is; `"stop"` and `"fail"` end the stream.
+type Feed = Arc<Mutex<Option<mpsc::Receiver<mist::SseEvent>>>>;
+
+async fn feed_server(
+    options: SseOptions,
+) -> (
+    mist::Server,
+    mpsc::Sender<mist::SseEvent>,
+    mpsc::UnboundedReceiver<Result<(), SendError>>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    let feed: Feed = Arc::new(Mutex::new(Some(rx)));
+    let (results_tx, results) = mpsc::unbounded_channel();
+    let server = serve(move |req: Request<Connection>| {
+        let feed = Arc::clone(&feed);
+        let results = results_tx.clone();
+        let options = options.clone();
+        async move {
+            let initial = Response::builder()
+                .header("x-stream", "ticks")
+                .body(())
+                .unwrap();
+            mist::server_sent_events_with_options(
+                req,
+                options,
+                initial,
+                move || {
+                    feed.lock()
+                        .unwrap()
+                        .take()
+                        .map(|rx| ((), rx))
+                        .ok_or("only one stream")
+                },
+                move |event: mist::SseEvent, conn, _state| {
+                    let sent = mist::send_event(conn, event.clone());
+                    let _ = results.send(sent);
+                    if event == mist::event("stop") {
+                        return Next::Stop;
+                    }
+                    if event == mist::event("fail") {
+                        return Next::AbnormalStop("asked to fail".into());
+                    }
+                    Next::Continue
+                },
+            )
+        }
+    })
+    .await;
+    (server, tx, results)
+}
+
+async fn read_until(client: &mut Client, needle: &str) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(support::SAFETY_TIMEOUT, client.stream.read(&mut buf))
+            .await
+            .expect("within the safety timeout")
+            .unwrap();
+        assert!(n > 0, "closed before {needle:?}: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn events_are_written_in_the_event_stream_format() {
+    let (server, tx, mut results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(
+        mist::event("line one\nline two")
+            .id("1")
+            .name("tick")
+            .retry(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let seen = read_until(&mut client, "data: line two\n\n").await;
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(
+        seen.contains("content-type: text/event-stream\r\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("cache-control: no-cache\r\n"), "{seen}");
+    assert!(
+        seen.contains("x-stream: ticks\r\n"),
+        "the initial response's headers go out: {seen}"
+    );
+    assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+    assert!(
+        seen.contains("event: tick\nid: 1\nretry: 1000\ndata: line one\ndata: line two\n\n"),
+        "{seen}"
+    );
+    assert_eq!(results.recv().await.unwrap(), Ok(()));
+}
+
+#[tokio::test]
+async fn stopping_the_loop_ends_the_stream_cleanly() {
+    let (server, tx, _results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(mist::event("first")).await.unwrap();
+    tx.send(mist::event("stop")).await.unwrap();
+    let resp = client.response().await;
+    let body = resp.text();
+    assert_eq!(
+        body, "data: first\n\ndata: stop\n\n",
+        "a complete chunked body, last chunk included"
+    );
+}
+
+#[tokio::test]
+async fn closing_the_channel_ends_the_stream_cleanly() {
+    let (server, tx, _results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(mist::event("only")).await.unwrap();
+    drop(tx);
+    assert_eq!(client.response().await.text(), "data: only\n\n");
+}
+
+#[tokio::test]
+async fn abnormal_stop_resets_instead_of_ending() {
+    let (server, tx, _results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(mist::event("fail")).await.unwrap();
+    let raw = String::from_utf8_lossy(&client.read_to_close().await).into_owned();
+    assert!(
+        !raw.ends_with("0\r\n\r\n"),
+        "a failed stream must not look complete: {raw:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_leaving_ends_the_loop_promptly() {
+    let (server, tx, _results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(mist::event("hello")).await.unwrap();
+    read_until(&mut client, "data: hello").await;
+    drop(client);
+    // The loop's task drops its receiver when it ends: nothing lingers.
+    tokio::time::timeout(support::SAFETY_TIMEOUT, tx.closed())
+        .await
+        .expect("the stream's task ended");
+}
+
+#[tokio::test]
+async fn init_failure_is_a_500_and_nothing_starts() {
+    let server = serve(|req: Request<Connection>| async move {
+        mist::server_sent_events(
+            req,
+            Response::new(()),
+            || Err::<((), mpsc::Receiver<()>), _>("no backend"),
+            |_message, _conn, _state| -> Next<()> { panic!("the loop must not run") },
+        )
+    })
+    .await;
+    let resp = support::roundtrip(&server, get("/events")).await;
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.header("content-type"), None);
+}
+
+#[tokio::test]
+async fn line_breaks_in_id_or_name_are_refused() {
+    let (server, tx, mut results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tx.send(mist::event("x").id("1\nevent: forged"))
+        .await
+        .unwrap();
+    tx.send(mist::event("x").name("a\rb")).await.unwrap();
+    tx.send(mist::event("fine")).await.unwrap();
+    assert_eq!(results.recv().await.unwrap(), Err(SendError::InvalidEvent));
+    assert_eq!(results.recv().await.unwrap(), Err(SendError::InvalidEvent));
+    let seen = read_until(&mut client, "data: fine\n\n").await;
+    assert!(!seen.contains("forged"), "{seen}");
+}
+
+#[tokio::test]
+async fn keep_alive_comments_flow_while_idle() {
+    let (server, _tx, _results) =
+        feed_server(SseOptions::default().keep_alive(Duration::from_millis(50))).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    read_until(&mut client, ": keep-alive\n\n").await;
+}
+
+#[tokio::test]
+async fn http10_stream_is_close_delimited() {
+    let (server, tx, _results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send("GET /events HTTP/1.0\r\n\r\n").await;
+    tx.send(mist::event("one")).await.unwrap();
+    tx.send(mist::event("stop")).await.unwrap();
+    let raw = String::from_utf8(client.read_to_close().await).unwrap();
+    assert!(!raw.contains("transfer-encoding"), "{raw}");
+    assert!(
+        raw.ends_with("\r\n\r\ndata: one\n\ndata: stop\n\n"),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn events_from_a_spawned_producer_arrive_in_order() {
+    let server = serve(|req: Request<Connection>| async move {
+        mist::server_sent_events(
+            req,
+            Response::new(()),
+            || {
+                let (tx, rx) = mpsc::channel(4);
+                tokio::spawn(async move {
+                    for i in 1..=3u32 {
+                        let _ = tx.send(i).await;
+                    }
+                });
+                Ok::<_, String>(((), rx))
+            },
+            |i, conn, _state| {
+                let _ = mist::send_event(
+                    conn,
+                    mist::event(i.to_string()).id(i.to_string()).name("tick"),
+                );
+                Next::Continue
+            },
+        )
+    })
+    .await;
+    let resp = support::roundtrip(&server, get("/")).await;
+    assert_eq!(resp.text(), "event: tick\nid: 1\ndata: 1\n\nevent: tick\nid: 2\ndata: 2\n\nevent: tick\nid: 3\ndata: 3\n\n");
+}
