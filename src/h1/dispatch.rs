@@ -302,13 +302,14 @@ where
     };
 
     let (response, mut close) = match outcome {
-        Ok(response) if matches!(response.body(), ResponseData::Websocket(_)) => {
-            return Box::pin(upgrade(transport, write_buf, response, ctx)).await;
-        }
+        // WebSockets and event streams take the connection over (an event
+        // stream answering HEAD is only a head, written below).
         Ok(response)
-            if matches!(response.body(), ResponseData::ServerSentEvents(_)) && !method_is_head =>
+            if matches!(response.body(), ResponseData::Websocket(_))
+                || (matches!(response.body(), ResponseData::ServerSentEvents(_))
+                    && !method_is_head) =>
         {
-            return Box::pin(event_stream(transport, write_buf, response, version, ctx)).await;
+            return Box::pin(hand_over(transport, write_buf, response, version, ctx)).await;
         }
         // A 1xx as the final response would desynchronise the client: it
         // waits for the real one (upgrades have their own response body).
@@ -374,42 +375,9 @@ where
     (Next::KeepAlive, Some(transport))
 }
 
-/// Writes the `101` of a WebSocket upgrade and hands the connection to the
-/// WebSocket's own loop, which runs to the end of the connection here.
-async fn upgrade<S: Socket>(
-    mut transport: Transport<S>,
-    write_buf: &mut BytesMut,
-    response: Response<ResponseData>,
-    ctx: &ConnContext,
-) -> (Next, Option<Transport<S>>) {
-    let (parts, body) = response.into_parts();
-    let ResponseData::Websocket(websocket) = body else {
-        return (Next::Close, Some(transport));
-    };
-    if write_buf.capacity() == 0 {
-        *write_buf = pool_take();
-    }
-    // The handshake's own `connection: upgrade` goes out as it is.
-    encode_head(write_buf, &parts, Framing::NoBody, None);
-    if flush(&mut transport, write_buf, &ctx.config).await.is_err() {
-        return (Next::Close, Some(transport));
-    }
-    let Transport {
-        stream, read_buf, ..
-    } = transport;
-    let upgraded = crate::io::Handover {
-        io: Box::new(stream),
-        read_buf,
-        shutdown: ctx.shutdown.clone(),
-        peer: ctx.peer,
-    };
-    websocket.start(upgraded).await;
-    (Next::Close, None)
-}
-
-/// Writes the head of an event stream and hands the connection to the
-/// stream's loop, which runs to the end of the connection here.
-async fn event_stream<S: Socket>(
+/// Hands the connection over to a protocol that runs to its end: a
+/// WebSocket (after its `101`) or an event stream (after its head).
+async fn hand_over<S: Socket>(
     mut transport: Transport<S>,
     write_buf: &mut BytesMut,
     response: Response<ResponseData>,
@@ -417,25 +385,21 @@ async fn event_stream<S: Socket>(
     ctx: &ConnContext,
 ) -> (Next, Option<Transport<S>>) {
     let (parts, body) = response.into_parts();
-    let ResponseData::ServerSentEvents(events) = body else {
-        return (Next::Close, Some(transport));
+    // RFC 9112 §6.3 (7): an HTTP/1.0 client reads an event stream until close.
+    let chunked = version == Version::HTTP_11;
+    let (framing, connection) = match &body {
+        // The handshake's own `connection: upgrade` goes out as it is.
+        ResponseData::Websocket(_) => (Framing::NoBody, None),
+        ResponseData::ServerSentEvents(_) if chunked => (Framing::Chunked, None),
+        ResponseData::ServerSentEvents(_) => {
+            (Framing::CloseDelimited, connection_header(true, version))
+        }
+        _ => return (Next::Close, Some(transport)),
     };
     if write_buf.capacity() == 0 {
         *write_buf = pool_take();
     }
-    // RFC 9112 §6.3 (7): an HTTP/1.0 client reads the stream until close.
-    let chunked = version == Version::HTTP_11;
-    let framing = if chunked {
-        Framing::Chunked
-    } else {
-        Framing::CloseDelimited
-    };
-    encode_head(
-        write_buf,
-        &parts,
-        framing,
-        connection_header(!chunked, version),
-    );
+    encode_head(write_buf, &parts, framing, connection);
     if flush(&mut transport, write_buf, &ctx.config).await.is_err() {
         return (Next::Close, Some(transport));
     }
@@ -448,7 +412,11 @@ async fn event_stream<S: Socket>(
         shutdown: ctx.shutdown.clone(),
         peer: ctx.peer,
     };
-    events.start(handover, chunked).await;
+    match body {
+        ResponseData::Websocket(websocket) => websocket.start(handover).await,
+        ResponseData::ServerSentEvents(events) => events.start(handover, chunked).await,
+        _ => {}
+    }
     (Next::Close, None)
 }
 
