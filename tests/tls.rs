@@ -230,7 +230,7 @@ impl tracing::Subscriber for Events {
 
 /// The server still serves a real client.
 async fn assert_serves(server: &mist::Server, fx: &Fixture) {
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     client.send(get("/hello")).await;
     let resp = client.response().await;
     assert_eq!(resp.status, 200);
@@ -435,7 +435,7 @@ async fn after_start_receives_https_and_uris_carry_the_https_scheme() {
     assert_eq!(port, server.port());
     assert_eq!(mist::ip_address_to_string(&ip), "127.0.0.1");
 
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     assert_eq!(client.alpn().as_deref(), Some(&b"http/1.1"[..]));
     client.send(get("/uri?x=1")).await;
     let resp = client.response().await;
@@ -446,7 +446,7 @@ async fn after_start_receives_https_and_uris_carry_the_https_scheme() {
 async fn keep_alive_and_pipelining_work_over_tls() {
     let fx = fixture("keep-alive");
     let server = serve_tls(&fx).await;
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     for _ in 0..3 {
         client.send(get("/hello")).await;
         assert_eq!(client.response().await.text(), "Hello, world!");
@@ -479,7 +479,7 @@ async fn tls_1_2_and_1_3_are_both_served() {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut client = TlsClient::connect(server.port(), &Arc::new(config)).await;
+        let mut client = TlsClient::connect_tls(server.port(), &Arc::new(config)).await;
         assert_eq!(
             client.stream.get_ref().1.protocol_version(),
             Some(version.version)
@@ -508,7 +508,7 @@ async fn plain_http_is_not_served_by_an_https_server_and_vice_versa() {
         Err(CertificateError::NotHttps)
     ));
     // A TLS client on a plain port fails its handshake, nothing more.
-    assert!(TlsClient::try_connect(server.port(), &fx.client)
+    assert!(TlsClient::try_connect_tls(server.port(), &fx.client)
         .await
         .is_err());
     let mut client = Client::connect(&server).await;
@@ -524,7 +524,7 @@ async fn plain_http_is_not_served_by_an_https_server_and_vice_versa() {
 async fn request_bodies_are_read_whole_streamed_and_dechunked() {
     let fx = fixture("bodies");
     let server = serve_tls(&fx).await;
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
 
     // read_body, with a body larger than a TLS record.
     let body: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
@@ -553,7 +553,7 @@ async fn request_bodies_are_read_whole_streamed_and_dechunked() {
 async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let fx = fixture("continue");
     let server = serve_tls(&fx).await;
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     client
         .send(
             "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\
@@ -575,7 +575,7 @@ async fn chunked_responses_arrive_whole() {
     let fx = fixture("chunked");
     let server = serve_tls(&fx).await;
     let expected: Vec<u8> = (0..40).flat_map(|i| chunk(i).to_vec()).collect();
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     for _ in 0..2 {
         client.send(get("/chunked")).await;
         let resp = client.response().await;
@@ -617,7 +617,7 @@ async fn files_are_streamed_over_tls_intact() {
     )
     .await;
 
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     client.send(get("/big.bin")).await;
     let resp = client.response().await;
     assert_eq!(resp.status, 200);
@@ -640,7 +640,7 @@ async fn files_are_streamed_over_tls_intact() {
 async fn client_info_is_the_tls_clients_address() {
     let fx = fixture("info");
     let server = serve_tls(&fx).await;
-    let mut client = TlsClient::connect(server.port(), &fx.client).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
     let local = client.stream.get_ref().0.local_addr().unwrap();
     client.send(get("/info")).await;
     assert_eq!(
@@ -662,7 +662,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
     let (second_cert, second_key) = write_leaf(&fx.dir, "second", &second);
     let server = start_tls(mist::new(routes), &first_cert, &first_key).await;
 
-    let mut old = TlsClient::connect(server.port(), &fx.client).await;
+    let mut old = TlsClient::connect_tls(server.port(), &fx.client).await;
     assert!(old.server_certificate() == first.der);
     old.send(get("/hello")).await;
     assert_eq!(old.response().await.status, 200);
@@ -671,7 +671,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
         .reload_certificate(&second_cert, &second_key)
         .expect("the new certificate is usable");
 
-    let mut new = TlsClient::connect(server.port(), &fx.client).await;
+    let mut new = TlsClient::connect_tls(server.port(), &fx.client).await;
     assert!(
         new.server_certificate() == second.der,
         "a new connection gets the new certificate"
@@ -695,7 +695,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
         server.reload_certificate(&second_cert, &first_key),
         Err(CertificateError::KeyMismatch { .. })
     ));
-    let again = TlsClient::connect(server.port(), &fx.client).await;
+    let again = TlsClient::connect_tls(server.port(), &fx.client).await;
     assert!(again.server_certificate() == second.der);
 }
 
@@ -858,7 +858,7 @@ async fn websockets_work_over_wss() {
         &fx.key,
     )
     .await;
-    let tls = TlsClient::connect(server.port(), &fx.client).await;
+    let tls = TlsClient::connect_tls(server.port(), &fx.client).await;
     let url = format!("wss://localhost:{}/ws", server.port());
     let (mut ws, response) = tokio::time::timeout(
         SAFETY_TIMEOUT,

@@ -214,7 +214,18 @@ async fn wait_idle<S: Socket>(
             return ready;
         }
         if stopping.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Idle::Stopping);
+            // The shutdown may be seen before the readiness of a request
+            // that already arrived: ask the socket itself, so a request
+            // sent before the shutdown is still answered.
+            let pending = transport.stream.as_plain_tcp().is_some_and(|tcp| {
+                let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                matches!(socket2::SockRef::from(tcp).peek(&mut probe), Ok(n) if n > 0)
+            });
+            return Poll::Ready(if pending {
+                Idle::Readable
+            } else {
+                Idle::Stopping
+            });
         }
         if !armed {
             let at = match deadline {

@@ -81,13 +81,14 @@ impl Resp {
     }
 }
 
-/// A raw HTTP/1.1 client on a real socket.
-pub struct Client {
-    pub stream: TcpStream,
+/// A raw HTTP/1.1 client on a real socket: plain TCP, or TLS
+/// ([`TlsClient`]).
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
-impl Client {
+impl Client<TcpStream> {
     pub async fn connect(server: &Server) -> Client {
         Client::connect_port(server.port()).await
     }
@@ -106,9 +107,13 @@ impl Client {
             buf: Vec::new(),
         }
     }
+}
 
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).await.expect("send");
+        // A no-op on TCP; TLS buffers until flushed.
+        self.stream.flush().await.expect("flush");
     }
 
     /// Sends, ignoring a failure (the server may already have closed).
@@ -431,19 +436,19 @@ pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
 
 /// A raw HTTP/1.1 client over TLS (rustls, verifying the server's
 /// certificate for `localhost`).
-pub struct TlsClient {
-    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
-    buf: Vec<u8>,
-}
+pub type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
 
-impl TlsClient {
-    pub async fn connect(port: u16, config: &std::sync::Arc<rustls::ClientConfig>) -> TlsClient {
-        Self::try_connect(port, config)
+impl Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub async fn connect_tls(
+        port: u16,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> TlsClient {
+        Self::try_connect_tls(port, config)
             .await
             .expect("TLS handshake")
     }
 
-    pub async fn try_connect(
+    pub async fn try_connect_tls(
         port: u16,
         config: &std::sync::Arc<rustls::ClientConfig>,
     ) -> std::io::Result<TlsClient> {
@@ -454,7 +459,7 @@ impl TlsClient {
         let stream = tokio::time::timeout(SAFETY_TIMEOUT, connector.connect(name, tcp))
             .await
             .expect("handshake within the safety timeout")?;
-        Ok(TlsClient {
+        Ok(Client {
             stream,
             buf: Vec::new(),
         })
@@ -469,114 +474,5 @@ impl TlsClient {
     /// The protocol agreed with ALPN.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
-    }
-
-    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).await.expect("send");
-        self.stream.flush().await.expect("flush");
-    }
-
-    /// Reads more bytes; false at the end of the stream (or an error).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16384];
-        let read = tokio::time::timeout(SAFETY_TIMEOUT, self.stream.read(&mut chunk))
-            .await
-            .expect("server answered within the safety timeout");
-        match read {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// Reads one response, an interim (1xx) one included; bodies by
-    /// `content-length`, chunked framing, or until the close.
-    pub async fn response(&mut self) -> Resp {
-        let (status, headers, head_len) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&self.buf).expect("well-formed response head") {
-                httparse::Status::Complete(len) => {
-                    let headers = parsed
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), h.value.to_vec()))
-                        .collect::<Vec<_>>();
-                    break (parsed.code.unwrap(), headers, len);
-                }
-                httparse::Status::Partial => assert!(
-                    self.fill().await,
-                    "connection closed before a complete response head: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
-            }
-        };
-        self.buf.drain(..head_len);
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if status < 200 || status == 204 || status == 304 {
-            return resp;
-        }
-        if let Some(len) = resp.header("content-length") {
-            let len: usize = len.parse().unwrap();
-            while self.buf.len() < len {
-                assert!(self.fill().await, "connection closed inside the body");
-            }
-            resp.body = self.buf.drain(..len).collect();
-        } else if resp.header("transfer-encoding") == Some("chunked") {
-            resp.body = self.read_chunked().await.expect("complete chunked body");
-        } else {
-            resp.body = self.read_to_close().await;
-        }
-        resp
-    }
-
-    async fn read_chunked(&mut self) -> Option<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.line().await?;
-            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
-                .expect("chunk size");
-            if size == 0 {
-                while !self.line().await?.is_empty() {}
-                return Some(body);
-            }
-            while self.buf.len() < size + 2 {
-                if !self.fill().await {
-                    return None;
-                }
-            }
-            body.extend(self.buf.drain(..size));
-            assert_eq!(self.buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
-        }
-    }
-
-    async fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8(self.buf.drain(..at).collect()).unwrap();
-                self.buf.drain(..2);
-                return Some(line);
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// True when the server closed the connection with nothing more to read.
-    pub async fn is_closed(&mut self) -> bool {
-        !self.fill().await && self.buf.is_empty()
-    }
-
-    /// Everything until the server closes.
-    pub async fn read_to_close(&mut self) -> Vec<u8> {
-        while self.fill().await {}
-        std::mem::take(&mut self.buf)
     }
 }
