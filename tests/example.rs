@@ -1207,3 +1207,50 @@ fn root_serves_the_showcase_page() {
     assert!(resp.text().contains("new WebSocket("));
     assert!(resp.text().contains("new EventSource("));
 }
+
+/// The accept loop survives running out of descriptors (EMFILE): it backs
+/// off instead of dying or spinning, and accepts again once some are free.
+#[tokio::test]
+async fn accept_loop_survives_running_out_of_descriptors() {
+    let example = Example::start(&["--port", "0"]);
+    let pid = example.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Room for a few connections only.
+    let limit = open + 4;
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success());
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            TcpStream::connect(("127.0.0.1", example.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Some were accepted, the rest wait in the backlog while accept fails.
+    let mut first = Client::from_stream(held.remove(0));
+    first.send(get("/hello")).await;
+    assert_eq!(first.response().await.text(), "Hello, world!");
+    drop(first);
+    drop(held);
+    // Descriptors come back: new connections are served again.
+    let mut client = Client::connect_port(example.port).await;
+    client.send(get("/hello")).await;
+    assert_eq!(client.response().await.text(), "Hello, world!");
+    assert!(example_is_running(pid));
+}
+
+fn example_is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
