@@ -12,13 +12,18 @@ pub struct Args {
 }
 
 pub fn args() -> Args {
+    args_from(std::env::args().skip(1))
+}
+
+/// [`args`] from a given list (the program's name left out).
+pub fn args_from(list: impl Iterator<Item = String>) -> Args {
     let mut args = Args {
         port: 0,
         root: PathBuf::from("examples/static"),
         tls_cert: None,
         tls_key: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = list;
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--port" => args.port = it.next().and_then(|p| p.parse().ok()).expect("--port N"),
@@ -38,3 +43,41 @@ pub fn listening(port: u16) {
 
 /// The `/echo` limit of the mist example.
 pub const ECHO_LIMIT: usize = 4_000_000;
+
+/// The SSE fan-out scenario's rate: events a second, from one ticker.
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// Ticks a slow subscriber may fall behind before it skips some.
+const FANOUT_BACKLOG: usize = 128;
+
+/// One tick of the fan-out: its number (the event id) and its data, 64
+/// bytes shared by every subscriber.
+pub type Tick = (u64, std::sync::Arc<str>);
+
+/// The broadcast every `/fanout` stream subscribes to: one ticker task,
+/// started on first use in the caller's tokio runtime, sends a [`Tick`]
+/// [`TICKS_PER_SECOND`] times a second (ticks it falls behind on are
+/// skipped, not bunched, so an overloaded server delivers fewer events
+/// rather than bursts). mist-sse-fanout and peer-axum share it, so both
+/// serve the same events at the same rate.
+pub fn fanout() -> &'static tokio::sync::broadcast::Sender<Tick> {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+    use tokio::time::MissedTickBehavior;
+    static SENDER: OnceLock<tokio::sync::broadcast::Sender<Tick>> = OnceLock::new();
+    SENDER.get_or_init(|| {
+        let (sender, _) = tokio::sync::broadcast::channel(FANOUT_BACKLOG);
+        let ticker = sender.clone();
+        tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
+            every.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            for n in 1u64.. {
+                every.tick().await;
+                // No subscriber yet (or any more) is not an error here.
+                let _ = ticker.send((n, format!("{n:064}").into()));
+            }
+        });
+        sender
+    })
+}
