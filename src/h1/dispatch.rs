@@ -59,8 +59,14 @@ where
     // The first head must arrive within the header timeout of the accept.
     let mut head_deadline = Some(deadline_after(config.header_read_timeout));
     loop {
-        let head =
-            match read_head(&mut transport, &mut write_buf, &mut head_deadline, &mut ctx).await {
+        // The blocks below end the lives of `head` and of the returned
+        // transport before the next await: every value alive across an
+        // await takes room in this future, which every connection keeps,
+        // idle ones too.
+        let exchanged = {
+            let head = match read_head(&mut transport, &mut write_buf, &mut head_deadline, &mut ctx)
+                .await
+            {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(err) => {
@@ -75,17 +81,20 @@ where
                     return;
                 }
             };
-        // Boxed: a request's state (the handler's future above all) is as
-        // large as the handler makes it; inline, it would size every
-        // connection's task, idle ones too. One allocation per request.
-        let (next, back) =
-            Box::pin(exchange(transport, &mut write_buf, head, &*handler, &ctx)).await;
-        let Some(back) = back else {
-            // The handler kept the request body past its response: the
-            // transport went with it.
-            return;
+            // Boxed: a request's state (the handler's future above all) is
+            // as large as the handler makes it. One allocation per request.
+            Box::pin(exchange(transport, &mut write_buf, head, &*handler, &ctx))
         };
-        transport = back;
+        let next = {
+            let (next, back) = exchanged.await;
+            let Some(back) = back else {
+                // The handler kept the request body past its response: the
+                // transport went with it.
+                return;
+            };
+            transport = back;
+            next
+        };
         match next {
             Next::Close => {
                 Box::pin(close(&mut transport, &mut write_buf, &config)).await;
