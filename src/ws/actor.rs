@@ -542,12 +542,14 @@ async fn run<State, Custom, Init, Handler, Close>(
         peer,
     };
     let mut decoder = MessageDecoder::new(options.limits, deflate.as_ref());
+    // One timer for every write and the close handshake of the connection.
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     let (state, mut custom) = match catch_unwind(AssertUnwindSafe(|| on_init(&conn))) {
         Ok(init) => init,
         Err(_) => {
             error!("WebSocket on_init panicked; closing with 1011");
             queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
-            let _ = flush(&mut io, &shared, options.write_timeout).await;
+            let _ = flush(&mut io, &shared, &mut timer, options.write_timeout).await;
             return;
         }
     };
@@ -555,7 +557,6 @@ async fn run<State, Custom, Init, Handler, Close>(
         state: Some(state),
         on_close: Some(on_close),
     };
-    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     let mut deliver = |message: WebsocketMessage<Custom>,
                        custom: &mut Option<mpsc::Receiver<Custom>>|
      -> Option<End> {
@@ -632,7 +633,7 @@ async fn run<State, Custom, Init, Handler, Close>(
                 break 'outer end;
             }
         }
-        if flush(&mut io, &shared, options.write_timeout)
+        if flush(&mut io, &shared, &mut timer, options.write_timeout)
             .await
             .is_err()
         {
@@ -693,12 +694,18 @@ async fn run<State, Custom, Init, Handler, Close>(
     match end {
         End::Gone => {}
         End::ClientClosed | End::Failed => {
-            if flush(&mut io, &shared, options.write_timeout).await.is_ok() {
+            if flush(&mut io, &shared, &mut timer, options.write_timeout)
+                .await
+                .is_ok()
+            {
                 close_tcp(&mut io, &mut read_buf, &mut timer, options.close_timeout).await;
             }
         }
         End::ServerClosed => {
-            if flush(&mut io, &shared, options.write_timeout).await.is_ok() {
+            if flush(&mut io, &shared, &mut timer, options.write_timeout)
+                .await
+                .is_ok()
+            {
                 // Read (and drop) until the client's close frame, bounded.
                 let answer = async {
                     loop {
@@ -754,9 +761,9 @@ fn queue_close(shared: &Shared, code: CloseCode, reason: &str) {
 async fn flush(
     io: &mut Box<dyn Socket>,
     shared: &Shared,
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let mut timer = None::<Pin<Box<tokio::time::Sleep>>>;
     loop {
         let pending = {
             let mut out = shared.lock();
@@ -765,7 +772,6 @@ async fn flush(
             }
             out.buf.split().freeze()
         };
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
         let write = async {
             io.write_all(&pending).await?;
             io.flush().await
