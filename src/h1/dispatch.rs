@@ -278,14 +278,11 @@ where
     H: Handler<Connection>,
 {
     let config = &*ctx.config;
-    let Head {
-        request,
-        body,
-        keep_alive,
-        expect_continue,
-    } = head;
-    let method_is_head = request.method() == Method::HEAD;
-    let version = request.version();
+    // Fields are read, not destructured: a `request` local would keep a
+    // second copy's room in this future across every await.
+    let (body, keep_alive, expect_continue) = (head.body, head.keep_alive, head.expect_continue);
+    let method_is_head = head.request.method() == Method::HEAD;
+    let version = head.request.version();
     let declared = match body {
         super::parse::BodyKind::Length(n) => Some(n),
         _ => None,
@@ -308,7 +305,9 @@ where
             declared,
             timeout: config.body_read_timeout,
         };
-        let request = request.map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
+        let request = head
+            .request
+            .map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
         let outcome = call_handler::<H, S>(handler, request, None).await;
         match take_back(&lent) {
             Some(back) => transport = back,
@@ -317,7 +316,7 @@ where
         transport.disarm();
         outcome
     } else {
-        let request = request.map(|()| Connection::new(ctx.peer, None));
+        let request = head.request.map(|()| Connection::new(ctx.peer, None));
         call_handler(handler, request, Some((&mut transport.stream, write_buf))).await
     };
 
@@ -349,7 +348,6 @@ where
             )
         }
     };
-    let (parts, body) = response.into_parts();
     let body_unread = transport.decoder.is_pending();
     // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
     // not send its body now, so the stream's next request cannot be found;
@@ -363,17 +361,22 @@ where
         || *ctx.shutdown.borrow()
         || matches!(transport.decoder, Decoder::Failed)
         || continue_owed
-        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard)
-        || asks_to_close(&parts);
+        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
 
+    // In a block, so that the response's head is gone before the awaits
+    // below and takes no room in this future.
+    let encoded = {
+        let (parts, body) = response.into_parts();
+        close |= asks_to_close(&parts);
+        encode_response(write_buf, &parts, body, method_is_head, version, &mut close)
+    };
     // The rare remainder (large bodies, streams, files) is boxed: inline,
     // its state would size every request.
-    let written =
-        match encode_response(write_buf, &parts, body, method_is_head, version, &mut close) {
-            Ok(Rest::Nothing) => Ok(()),
-            Ok(rest) => Box::pin(write_rest(&mut transport, write_buf, rest, config)).await,
-            Err(err) => Err(err),
-        };
+    let written = match encoded {
+        Ok(Rest::Nothing) => Ok(()),
+        Ok(rest) => Box::pin(write_rest(&mut transport, write_buf, rest, config)).await,
+        Err(err) => Err(err),
+    };
     if written.is_err() {
         return (Next::Close, Some(transport));
     }
