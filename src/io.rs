@@ -48,6 +48,31 @@ pub(crate) enum Deadline {
     At(Instant),
 }
 
+impl Deadline {
+    fn instant(self) -> Instant {
+        match self {
+            Deadline::After(d) => deadline_after(d),
+            Deadline::At(at) => at,
+        }
+    }
+}
+
+/// Polls `timer` as the deadline of one wait: set on the wait's first poll
+/// (`armed` remembers it), so waits that never block touch no timer.
+/// Clearing `armed` on progress makes the deadline a stall limit.
+pub(crate) fn poll_deadline(
+    timer: &mut Pin<Box<Sleep>>,
+    armed: &mut bool,
+    deadline: Deadline,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    if !*armed {
+        timer.as_mut().reset(deadline.instant());
+        *armed = true;
+    }
+    timer.as_mut().poll(cx)
+}
+
 /// A timed operation did not finish in time.
 #[derive(Debug)]
 pub(crate) struct TimedOut;
@@ -65,15 +90,7 @@ pub(crate) async fn timed<F: Future>(
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        if !armed {
-            let at = match deadline {
-                Deadline::After(d) => deadline_after(d),
-                Deadline::At(at) => at,
-            };
-            timer.as_mut().reset(at);
-            armed = true;
-        }
-        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+        poll_deadline(timer, &mut armed, deadline, cx).map(|()| Err(TimedOut))
     })
     .await
 }

@@ -13,7 +13,7 @@ use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
-use crate::io::{deadline_after, timed, Deadline, Socket};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
@@ -236,15 +236,7 @@ async fn wait_idle<S: Socket>(
                 Idle::Stopping
             });
         }
-        if !armed {
-            let at = match deadline {
-                Deadline::After(d) => deadline_after(d),
-                Deadline::At(at) => at,
-            };
-            transport.timer.as_mut().reset(at);
-            armed = true;
-        }
-        transport.timer.as_mut().poll(cx).map(|()| Idle::TimedOut)
+        poll_deadline(&mut transport.timer, &mut armed, deadline, cx).map(|()| Idle::TimedOut)
     })
     .await
 }
@@ -579,7 +571,7 @@ async fn write_rest<S: Socket>(
         // Head and body in one vectored write, without copying the body.
         Rest::Bytes(bytes) => {
             transport
-                .write_all(&mut (&mut *write_buf).chain(bytes), config.write_timeout)
+                .write_out(&mut (&mut *write_buf).chain(bytes), config.write_timeout)
                 .await
         }
         Rest::Chunks(chunks, framed) => {
@@ -625,7 +617,7 @@ async fn write_chunks<S: Socket>(
                     write_buf.extend_from_slice(&chunk);
                 } else {
                     transport
-                        .write_all(&mut (&mut *write_buf).chain(chunk), config.write_timeout)
+                        .write_out(&mut (&mut *write_buf).chain(chunk), config.write_timeout)
                         .await?;
                 }
                 if framed {

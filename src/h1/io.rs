@@ -4,15 +4,15 @@
 use super::decode::{Decoded, Decoder};
 use crate::body::{BodySource, ReadError};
 use crate::config::READ_CHUNK;
-use crate::io::{deadline_after, timed, Deadline, TimedOut};
-use bytes::{Bytes, BytesMut};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, TimedOut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::Sleep;
 
 /// Most room made in the read buffer for one read of a request body.
@@ -114,32 +114,30 @@ impl<S: crate::io::Socket> Transport<S> {
             {
                 return Poll::Ready(Ok(read));
             }
-            if !armed {
-                let at = match deadline {
-                    Deadline::After(d) => deadline_after(d),
-                    Deadline::At(at) => at,
-                };
-                self.timer.as_mut().reset(at);
-                armed = true;
-            }
-            self.timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+            poll_deadline(&mut self.timer, &mut armed, deadline, cx).map(|()| Err(TimedOut))
         })
     }
 
     /// Writes all of `buf` (leaving it empty) and flushes the stream;
-    /// `timeout` bounds each stall, not the whole write.
-    pub(crate) fn write_out<'a>(
+    /// `timeout` bounds each stall, not the whole write, so a slow but
+    /// steady download is never cut off. A buffer in several pieces (a head
+    /// chained to a body) goes out with vectored writes, uncopied.
+    pub(crate) fn write_out<'a, B: Buf>(
         &'a mut self,
-        buf: &'a mut BytesMut,
+        buf: &'a mut B,
         timeout: Duration,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         let mut armed = false;
         poll_fn(move |cx| {
             loop {
-                let polled = if buf.is_empty() {
+                let polled = if !buf.has_remaining() {
                     Pin::new(&mut self.stream).poll_flush(cx).map_ok(|()| None)
                 } else {
-                    Pin::new(&mut self.stream).poll_write(cx, buf).map_ok(Some)
+                    let mut slices = [IoSlice::new(&[]); 4];
+                    let count = buf.chunks_vectored(&mut slices);
+                    Pin::new(&mut self.stream)
+                        .poll_write_vectored(cx, &slices[..count])
+                        .map_ok(Some)
                 };
                 match polled {
                     Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
@@ -147,45 +145,16 @@ impl<S: crate::io::Socket> Transport<S> {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
                     }
                     Poll::Ready(Ok(Some(n))) => {
-                        bytes::Buf::advance(buf, n);
+                        buf.advance(n);
                         armed = false;
                     }
                     Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                     Poll::Pending => break,
                 }
             }
-            if !armed {
-                self.timer.as_mut().reset(deadline_after(timeout));
-                armed = true;
-            }
-            self.timer
-                .as_mut()
-                .poll(cx)
+            poll_deadline(&mut self.timer, &mut armed, Deadline::After(timeout), cx)
                 .map(|()| Err(io::ErrorKind::TimedOut.into()))
         })
-    }
-
-    /// Writes all of `buf` and flushes. `timeout` bounds each wait for the
-    /// client to accept bytes (no progress), not the whole transfer, so a
-    /// slow but steady download is never cut off.
-    pub(crate) async fn write_all<B: bytes::Buf>(
-        &mut self,
-        buf: &mut B,
-        timeout: Duration,
-    ) -> io::Result<()> {
-        let Transport { stream, timer, .. } = self;
-        while buf.has_remaining() {
-            match timed(timer, Deadline::After(timeout), stream.write_buf(buf)).await {
-                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => return Err(err),
-                Err(TimedOut) => return Err(io::ErrorKind::TimedOut.into()),
-            }
-        }
-        match timed(timer, Deadline::After(timeout), stream.flush()).await {
-            Ok(result) => result,
-            Err(TimedOut) => Err(io::ErrorKind::TimedOut.into()),
-        }
     }
 
     /// The next piece of the request body (at most `max` bytes), sending a
@@ -260,11 +229,12 @@ impl<S: crate::io::Socket> Transport<S> {
 
     /// Pending, unless the client has been silent for `timeout`.
     fn wait<T>(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<Result<T, ReadError>> {
-        if !self.armed {
-            self.timer.as_mut().reset(deadline_after(timeout));
-            self.armed = true;
-        }
-        match self.timer.as_mut().poll(cx) {
+        match poll_deadline(
+            &mut self.timer,
+            &mut self.armed,
+            Deadline::After(timeout),
+            cx,
+        ) {
             Poll::Ready(()) => {
                 self.decoder = Decoder::Failed;
                 Poll::Ready(Err(ReadError::Timeout))
