@@ -107,3 +107,31 @@ pub(crate) struct Handover {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub peer: Option<std::net::SocketAddr>,
 }
+
+/// Closes our side of a connection, then reads and discards what the peer
+/// still sends, up to `max_bytes` and for at most `time` (RFC 9112 §9.6
+/// "lingering close"), so that a peer still busy sending reads our last
+/// words (an error response, a close frame) instead of a reset.
+pub(crate) async fn linger_close<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    io: &mut S,
+    scratch: &mut bytes::BytesMut,
+    timer: &mut Pin<Box<Sleep>>,
+    time: Duration,
+    max_bytes: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        io.shutdown().await.ok()?;
+        let mut total = 0u64;
+        while total < max_bytes {
+            scratch.clear();
+            scratch.reserve(4096);
+            match io.read_buf(scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        Some(())
+    };
+    let _ = timed(timer, Deadline::After(time), drain).await;
+}

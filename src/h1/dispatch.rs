@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
@@ -751,18 +751,5 @@ async fn linger<S: Socket>(transport: &mut Transport<S>) {
         read_buf,
         ..
     } = transport;
-    let drain = async {
-        stream.shutdown().await.ok()?;
-        let mut total = 0u64;
-        while total < LINGER_BYTES {
-            read_buf.clear();
-            read_buf.reserve(4096);
-            match stream.read_buf(read_buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n as u64,
-            }
-        }
-        Some(())
-    };
-    let _ = timed(timer, Deadline::After(LINGER_TIME), drain).await;
+    crate::io::linger_close(stream, read_buf, timer, LINGER_TIME, LINGER_BYTES).await;
 }

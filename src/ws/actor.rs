@@ -26,6 +26,9 @@ use tracing::{debug, error};
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Most bytes read and dropped while closing.
+const LINGER_BYTES: u64 = 1024 * 1024;
+
 /// A message delivered to a WebSocket handler: mist's `WebsocketMessage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebsocketMessage<Custom> {
@@ -698,7 +701,15 @@ async fn run<State, Custom, Init, Handler, Close>(
                 .await
                 .is_ok()
             {
-                close_tcp(&mut io, &mut read_buf, &mut timer, options.close_timeout).await;
+                // Drain briefly, so the close frame is read rather than lost to a reset.
+                crate::io::linger_close(
+                    &mut io,
+                    &mut read_buf,
+                    &mut timer,
+                    options.close_timeout,
+                    LINGER_BYTES,
+                )
+                .await;
             }
         }
         End::ServerClosed => {
@@ -782,26 +793,4 @@ async fn flush(
         }
     }
     Ok(())
-}
-
-/// Closes our side and drains what the client still sends, briefly, so the
-/// close frame is read rather than lost to a reset.
-async fn close_tcp(
-    io: &mut Box<dyn Socket>,
-    read_buf: &mut BytesMut,
-    timer: &mut Pin<Box<tokio::time::Sleep>>,
-    timeout: Duration,
-) {
-    let drain = async {
-        io.shutdown().await.ok()?;
-        loop {
-            read_buf.clear();
-            read_buf.reserve(READ_CHUNK);
-            match io.read_buf(read_buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return Some(()),
-            }
-        }
-    };
-    let _ = timed(timer, Deadline::After(timeout), drain).await;
 }
