@@ -247,7 +247,7 @@ pub enum Chunk {
 /// A request body read in pieces; see [`stream()`].
 ///
 /// Also a `futures` `Stream` of `Result<Bytes, ReadError>` (pieces of at
-/// most 64 KiB):
+/// most 64 KiB, gathered as [`BodyStream::consume`] gathers them):
 ///
 /// ```no_run
 /// use futures_util::StreamExt;
@@ -264,6 +264,11 @@ pub struct BodyStream {
 
 impl BodyStream {
     /// Reads the next piece of at most `size` bytes (at least 1).
+    ///
+    /// As in mist, a body with a declared length is read in whole pieces:
+    /// the call waits until `size` bytes (at most 64 KiB), or the rest of
+    /// the body, have arrived. A chunked body's pieces end where its chunks
+    /// do.
     ///
     /// ```no_run
     /// # async fn f(mut req: http::Request<mist::Connection>) -> Result<(), mist::ReadError> {

@@ -22,9 +22,9 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -40,13 +40,23 @@ pub(crate) struct ConnContext {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// How an exchange ended for the connection.
-enum Next {
-    KeepAlive,
-    Close,
+/// What the connection keeps of a request's head while its handler runs.
+#[derive(Clone, Copy)]
+struct Exchange {
+    method_is_head: bool,
+    version: Version,
+    keep_alive: bool,
 }
 
 /// Serves one connection until it closes.
+///
+/// The exchange of each request happens here, not in a future of its own:
+/// Rust moves a future by copying all of it, and a boxed per-request
+/// future holding the handler's (kilobytes for a router with a few async
+/// routes) was copied several times per request. Now the handler's future
+/// is written once into a slot the connection owns and polled in place;
+/// everything else a request needs is synchronous, and the rare awaits
+/// (large or streamed bodies, files, upgrades, draining) are boxed.
 pub(crate) async fn serve<S, H>(stream: S, handler: Arc<H>, mut ctx: ConnContext)
 where
     S: Socket,
@@ -58,18 +68,28 @@ where
     let config = Arc::clone(&ctx.config);
     // The first head must arrive within the header timeout of the accept.
     let mut head_deadline = Some(deadline_after(config.header_read_timeout));
+    // The slot for the handler's future: kept across pipelined requests,
+    // freed whenever the connection may go idle.
+    let mut slot = None;
     loop {
-        // The blocks below end the lives of `head` and of the returned
-        // transport before the next await: every value alive across an
-        // await takes room in this future, which every connection keeps,
-        // idle ones too.
-        let exchanged = {
-            let head = match read_head(&mut transport, &mut write_buf, &mut head_deadline, &mut ctx)
-                .await
-            {
-                Ok(Some(head)) => head,
-                Ok(None) => return,
-                Err(err) => {
+        if transport.read_buf.is_empty() {
+            slot = None;
+        }
+        // The blocks below end the lives of `head` and of the request
+        // before the next await: every value alive across an await takes
+        // room in this future, which every connection keeps, idle ones too.
+        let (exchange, request, declared) = {
+            let mut refused = None;
+            let Some(head) = read_head(
+                &mut transport,
+                &mut write_buf,
+                &mut head_deadline,
+                &mut ctx,
+                &mut refused,
+            )
+            .await
+            else {
+                if let Some(err) = refused {
                     debug!(peer = ?ctx.peer, %err, "refusing request");
                     Box::pin(respond_to_parse_error(
                         &mut transport,
@@ -78,29 +98,103 @@ where
                         &config,
                     ))
                     .await;
-                    return;
                 }
-            };
-            // Boxed: a request's state (the handler's future above all) is
-            // as large as the handler makes it. One allocation per request.
-            Box::pin(exchange(transport, &mut write_buf, head, &*handler, &ctx))
-        };
-        let next = {
-            let (next, back) = exchanged.await;
-            let Some(back) = back else {
-                // The handler kept the request body past its response: the
-                // transport went with it.
                 return;
             };
-            transport = back;
-            next
+            transport.begin_body(Decoder::new(head.body), head.expect_continue);
+            let exchange = Exchange {
+                method_is_head: head.request.method() == Method::HEAD,
+                version: head.request.version(),
+                keep_alive: head.keep_alive,
+            };
+            let declared = match head.body {
+                super::parse::BodyKind::Length(n) => Some(n),
+                _ => None,
+            };
+            (exchange, head.request, declared)
         };
-        match next {
-            Next::Close => {
+        let slot = slot.get_or_insert_with(|| Box::pin(None));
+        let outcome = if transport.decoder.is_pending() {
+            // The handler may read the body (and send 100 Continue):
+            // earlier responses must reach the socket first. (The request
+            // waits in a box: held across this rare await, it would take
+            // room in every connection's future.)
+            let request = if write_buf.is_empty() {
+                request
+            } else {
+                let waiting = Box::new(request);
+                if Box::pin(flush(&mut transport, &mut write_buf, &config))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                *waiting
+            };
+            let lent = Arc::new(Mutex::new(Some(transport)));
+            let body = LentBody {
+                transport: Arc::clone(&lent),
+                declared,
+                timeout: config.body_read_timeout,
+            };
+            let request = request.map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
+            start(slot.as_mut(), || handler.call(request));
+            let outcome = poll_fn(|cx| poll_handler(slot.as_mut(), cx)).await;
+            match take_back(&lent) {
+                Some(back) => transport = back,
+                // The handler kept the request body past its response: the
+                // transport went with it.
+                None => return,
+            }
+            transport.disarm();
+            outcome
+        } else {
+            let request = request.map(|()| Connection::new(ctx.peer, None));
+            start(slot.as_mut(), || handler.call(request));
+            // While the handler waits, responses gathered for earlier
+            // pipelined requests are written out, so a slow handler does
+            // not hold back answers that are ready.
+            let mut meanwhile = true;
+            poll_fn(|cx| {
+                let polled = poll_handler(slot.as_mut(), cx);
+                if polled.is_pending() && meanwhile {
+                    meanwhile = write_meanwhile(&mut transport.stream, &mut write_buf, cx);
+                }
+                polled
+            })
+            .await
+        };
+        let (rest, close_after) = match conclude(outcome, exchange, &mut transport, &mut write_buf, &ctx) {
+            Concluded::HandOver(response) => {
+                Box::pin(hand_over(transport, write_buf, *response, exchange.version, ctx)).await;
+                return;
+            }
+            Concluded::Respond(rest, close) => (rest, close),
+        };
+        // The rare remainder (large bodies, streams, files) is boxed:
+        // inline, its state would size every connection.
+        let written = match rest {
+            Ok(Rest::Nothing) => Ok(()),
+            Ok(rest) => Box::pin(write_rest(&mut transport, &mut write_buf, rest, &config)).await,
+            Err(err) => Err(err),
+        };
+        if written.is_err() || close_after {
+            Box::pin(close(&mut transport, &mut write_buf, &config)).await;
+            return;
+        }
+        if transport.decoder.is_pending() {
+            // Answer first, then read past the rest of the body.
+            let drained = Box::pin(async {
+                flush(&mut transport, &mut write_buf, &config).await.is_ok()
+                    && transport
+                        .discard_body(config.max_discard, config.body_read_timeout)
+                        .await
+            })
+            .await;
+            if !drained {
                 Box::pin(close(&mut transport, &mut write_buf, &config)).await;
                 return;
             }
-            Next::KeepAlive => {}
         }
         // Gather the responses of pipelined requests into one write, but
         // never more than a bounded number of them.
@@ -121,29 +215,160 @@ where
     }
 }
 
-/// Reads until a complete head is in the buffer. `Ok(None)`: the client
+/// Starts the handler: its future is written straight into the slot.
+/// A panic while creating it leaves the slot empty, which
+/// [`poll_handler`] reports as a panic.
+fn start<F>(mut slot: Pin<&mut Option<F>>, call: impl FnOnce() -> F) {
+    if catch_unwind(AssertUnwindSafe(|| slot.set(Some(call())))).is_err() {
+        slot.set(None);
+    }
+}
+
+/// Polls the handler's future in its slot, turning a panic into `Err`, and
+/// drops the future as soon as it is done.
+fn poll_handler<F>(
+    mut slot: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResponseData>, ()>>
+where
+    F: Future<Output = Response<ResponseData>>,
+{
+    let Some(fut) = slot.as_mut().as_pin_mut() else {
+        return Poll::Ready(Err(()));
+    };
+    let polled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        Ok(Poll::Pending) => return Poll::Pending,
+        Ok(Poll::Ready(response)) => Ok(response),
+        Err(_) => Err(()),
+    };
+    slot.set(None);
+    Poll::Ready(polled)
+}
+
+/// Writes what it can of `buf` without waiting; false once writing failed
+/// (the error surfaces again at the next flush).
+fn write_meanwhile<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> bool {
+    while !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => buf.advance(n),
+            Poll::Ready(_) => return false,
+            Poll::Pending => break,
+        }
+    }
+    true
+}
+
+/// What becomes of a request once its handler is done.
+enum Concluded {
+    /// A WebSocket or an event stream takes the connection over. (Boxed:
+    /// this value is held across the handover's await.)
+    HandOver(Box<Response<ResponseData>>),
+    /// The response is encoded (as far as it can be without waiting); what
+    /// is left to write, and whether the connection closes after it.
+    Respond(io::Result<Rest>, bool),
+}
+
+/// Turns the handler's outcome into a response in `write_buf` and decides
+/// whether the connection goes on. Synchronous: the common response adds
+/// no await state to the connection.
+fn conclude<S: Socket>(
+    outcome: Result<Response<ResponseData>, ()>,
+    exchange: Exchange,
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    ctx: &ConnContext,
+) -> Concluded {
+    let config = &*ctx.config;
+    let (response, mut close) = match outcome {
+        // WebSockets and event streams take the connection over (an event
+        // stream answering HEAD is only a head, written below).
+        Ok(response)
+            if matches!(response.body(), ResponseData::Websocket(_))
+                || (matches!(response.body(), ResponseData::ServerSentEvents(_))
+                    && !exchange.method_is_head) =>
+        {
+            return Concluded::HandOver(Box::new(response));
+        }
+        // A 1xx as the final response would desynchronise the client: it
+        // waits for the real one (upgrades have their own response body).
+        Ok(response) if response.status().is_informational() => {
+            error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
+        Ok(response) => (response, false),
+        Err(()) => {
+            error!(peer = ?ctx.peer, "request handler panicked; answering 500");
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
+    };
+    let body_unread = transport.decoder.is_pending();
+    // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
+    // not send its body now, so the stream's next request cannot be found;
+    // and half an interim response can never be completed.
+    let continue_owed = match transport.continue_state {
+        super::io::Continue::Owed(0) => body_unread,
+        super::io::Continue::Owed(_) => true,
+        super::io::Continue::No => false,
+    };
+    close |= !exchange.keep_alive
+        || *ctx.shutdown.borrow()
+        || matches!(transport.decoder, Decoder::Failed)
+        || continue_owed
+        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
+    let (parts, body) = response.into_parts();
+    close |= asks_to_close(&parts);
+    let rest = encode_response(
+        write_buf,
+        &parts,
+        body,
+        exchange.method_is_head,
+        exchange.version,
+        &mut close,
+    );
+    Concluded::Respond(rest, close)
+}
+
+/// Reads until a complete head is in the buffer. `None`: the client
 /// closed, went idle past the keep-alive timeout, or the server is shutting
-/// down between requests.
+/// down between requests; or the head is refused, with the reason in
+/// `refused` (an out-parameter: a `Result` holding a head would stay in the
+/// connection's future across the await that answers the refusal).
 async fn read_head<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     head_deadline: &mut Option<Instant>,
     ctx: &mut ConnContext,
-) -> Result<Option<Head>, ParseError> {
+    refused: &mut Option<ParseError>,
+) -> Option<Head> {
     let config = &*ctx.config;
     // Bytes already known to hold no end of head: a head trickled in byte by
     // byte is not parsed again from the start after every read.
     let mut scanned = 0;
     loop {
         if worth_parsing(&transport.read_buf, scanned, config) {
-            if let Some(head) = parse_head(&mut transport.read_buf, config, &ctx.scheme)? {
-                return Ok(Some(head));
+            match parse_head(&mut transport.read_buf, config, &ctx.scheme) {
+                Ok(Some(head)) => return Some(head),
+                Ok(None) => {}
+                Err(err) => {
+                    *refused = Some(err);
+                    return None;
+                }
             }
             scanned = transport.read_buf.len();
         }
         // Everything buffered has been answered: send it before waiting.
         if flush(transport, write_buf, config).await.is_err() {
-            return Ok(None);
+            return None;
         }
         let idle = transport.read_buf.is_empty();
         let deadline = match (*head_deadline, idle) {
@@ -161,13 +386,13 @@ async fn read_head<S: Socket>(
                 Idle::Readable => transport.read_more(deadline).await,
                 Idle::Read(read) => Ok(read),
                 Idle::TimedOut => Err(crate::io::TimedOut),
-                Idle::Stopping => return Ok(None),
+                Idle::Stopping => return None,
             }
         } else {
             transport.read_more(deadline).await
         };
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
             Ok(Ok(_)) => {
                 if head_deadline.is_none() {
                     *head_deadline = Some(deadline_after(config.header_read_timeout));
@@ -175,10 +400,13 @@ async fn read_head<S: Socket>(
             }
             Err(_) if idle && transport.read_buf.is_empty() && head_deadline.is_none() => {
                 trace!(peer = ?ctx.peer, "idle keep-alive connection timed out");
-                return Ok(None);
+                return None;
             }
-            Err(_) if transport.read_buf.is_empty() => return Ok(None),
-            Err(_) => return Err(ParseError::Timeout),
+            Err(_) if transport.read_buf.is_empty() => return None,
+            Err(_) => {
+                *refused = Some(ParseError::Timeout);
+                return None;
+            }
         }
     }
 }
@@ -255,150 +483,16 @@ fn worth_parsing(buf: &[u8], scanned: usize, config: &Config) -> bool {
     fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// Handles one request: runs the handler and writes its response into
-/// `write_buf` (or straight to the socket for large and streamed bodies).
-/// Returns the transport, unless the handler kept it.
-async fn exchange<S, H>(
-    mut transport: Transport<S>,
-    write_buf: &mut BytesMut,
-    head: Head,
-    handler: &H,
-    ctx: &ConnContext,
-) -> (Next, Option<Transport<S>>)
-where
-    S: Socket,
-    H: Handler<Connection>,
-{
-    let config = &*ctx.config;
-    // Fields are read, not destructured: a `request` local would keep a
-    // second copy's room in this future across every await.
-    let (body, keep_alive, expect_continue) = (head.body, head.keep_alive, head.expect_continue);
-    let method_is_head = head.request.method() == Method::HEAD;
-    let version = head.request.version();
-    let declared = match body {
-        super::parse::BodyKind::Length(n) => Some(n),
-        _ => None,
-    };
-    transport.begin_body(Decoder::new(body), expect_continue);
-
-    let outcome = if transport.decoder.is_pending() {
-        // The handler may read the body (and send 100 Continue): earlier
-        // responses must reach the socket first. (Boxed, as below: rare.)
-        if !write_buf.is_empty()
-            && Box::pin(flush(&mut transport, write_buf, config))
-                .await
-                .is_err()
-        {
-            return (Next::Close, Some(transport));
-        }
-        let lent = Arc::new(Mutex::new(Some(transport)));
-        let body = LentBody {
-            transport: Arc::clone(&lent),
-            declared,
-            timeout: config.body_read_timeout,
-        };
-        let request = head
-            .request
-            .map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
-        let outcome = call_handler::<H, S>(handler, request, None).await;
-        match take_back(&lent) {
-            Some(back) => transport = back,
-            None => return (Next::Close, None),
-        }
-        transport.disarm();
-        outcome
-    } else {
-        let request = head.request.map(|()| Connection::new(ctx.peer, None));
-        call_handler(handler, request, Some((&mut transport.stream, write_buf))).await
-    };
-
-    let (response, mut close) = match outcome {
-        // WebSockets and event streams take the connection over (an event
-        // stream answering HEAD is only a head, written below).
-        Ok(response)
-            if matches!(response.body(), ResponseData::Websocket(_))
-                || (matches!(response.body(), ResponseData::ServerSentEvents(_))
-                    && !method_is_head) =>
-        {
-            return Box::pin(hand_over(transport, write_buf, response, version, ctx)).await;
-        }
-        // A 1xx as the final response would desynchronise the client: it
-        // waits for the real one (upgrades have their own response body).
-        Ok(response) if response.status().is_informational() => {
-            error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
-            (
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-                true,
-            )
-        }
-        Ok(response) => (response, false),
-        Err(()) => {
-            error!(peer = ?ctx.peer, "request handler panicked; answering 500");
-            (
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-                true,
-            )
-        }
-    };
-    let body_unread = transport.decoder.is_pending();
-    // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
-    // not send its body now, so the stream's next request cannot be found;
-    // and half an interim response can never be completed.
-    let continue_owed = match transport.continue_state {
-        super::io::Continue::Owed(0) => body_unread,
-        super::io::Continue::Owed(_) => true,
-        super::io::Continue::No => false,
-    };
-    close |= !keep_alive
-        || *ctx.shutdown.borrow()
-        || matches!(transport.decoder, Decoder::Failed)
-        || continue_owed
-        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
-
-    // In a block, so that the response's head is gone before the awaits
-    // below and takes no room in this future.
-    let encoded = {
-        let (parts, body) = response.into_parts();
-        close |= asks_to_close(&parts);
-        encode_response(write_buf, &parts, body, method_is_head, version, &mut close)
-    };
-    // The rare remainder (large bodies, streams, files) is boxed: inline,
-    // its state would size every request.
-    let written = match encoded {
-        Ok(Rest::Nothing) => Ok(()),
-        Ok(rest) => Box::pin(write_rest(&mut transport, write_buf, rest, config)).await,
-        Err(err) => Err(err),
-    };
-    if written.is_err() {
-        return (Next::Close, Some(transport));
-    }
-    if close {
-        return (Next::Close, Some(transport));
-    }
-    if body_unread {
-        // Answer first, then read past the rest of the body.
-        let drained = Box::pin(async {
-            flush(&mut transport, write_buf, config).await.is_ok()
-                && transport
-                    .discard_body(config.max_discard, config.body_read_timeout)
-                    .await
-        });
-        if !drained.await {
-            return (Next::Close, Some(transport));
-        }
-    }
-    (Next::KeepAlive, Some(transport))
-}
-
 /// Hands the connection over to a protocol that runs to its end: a
-/// WebSocket (after its `101`) or an event stream (after its head).
+/// WebSocket (after its `101`) or an event stream (after its head); if
+/// that fails before the handover, the connection is closed here.
 async fn hand_over<S: Socket>(
     mut transport: Transport<S>,
-    write_buf: &mut BytesMut,
+    mut write_buf: BytesMut,
     response: Response<ResponseData>,
     version: Version,
-    ctx: &ConnContext,
-) -> (Next, Option<Transport<S>>) {
+    ctx: ConnContext,
+) {
     let (parts, body) = response.into_parts();
     // RFC 9112 §6.3 (7): an HTTP/1.0 client reads an event stream until close.
     let chunked = version == Version::HTTP_11;
@@ -409,14 +503,14 @@ async fn hand_over<S: Socket>(
         ResponseData::ServerSentEvents(_) => {
             (Framing::CloseDelimited, connection_header(true, version))
         }
-        _ => return (Next::Close, Some(transport)),
+        _ => return close(&mut transport, &mut write_buf, &ctx.config).await,
     };
     if write_buf.capacity() == 0 {
-        *write_buf = pool_take();
+        write_buf = pool_take();
     }
-    encode_head(write_buf, &parts, framing, connection);
-    if flush(&mut transport, write_buf, &ctx.config).await.is_err() {
-        return (Next::Close, Some(transport));
+    encode_head(&mut write_buf, &parts, framing, connection);
+    if flush(&mut transport, &mut write_buf, &ctx.config).await.is_err() {
+        return close(&mut transport, &mut write_buf, &ctx.config).await;
     }
     let Transport {
         stream, read_buf, ..
@@ -424,7 +518,7 @@ async fn hand_over<S: Socket>(
     let handover = crate::io::Handover {
         io: Box::new(stream),
         read_buf,
-        shutdown: ctx.shutdown.clone(),
+        shutdown: ctx.shutdown,
         peer: ctx.peer,
     };
     match body {
@@ -432,45 +526,6 @@ async fn hand_over<S: Socket>(
         ResponseData::ServerSentEvents(events) => events.start(handover, chunked).await,
         _ => {}
     }
-    (Next::Close, None)
-}
-
-/// Runs the handler, turning a panic into `Err`. While the handler waits,
-/// responses gathered for earlier pipelined requests are written out, so a
-/// slow handler does not hold back answers that are ready.
-async fn call_handler<H, S>(
-    handler: &H,
-    request: http::Request<Connection>,
-    mut flush_meanwhile: Option<(&mut S, &mut BytesMut)>,
-) -> Result<Response<ResponseData>, ()>
-where
-    H: Handler<Connection>,
-    S: AsyncWrite + Unpin,
-{
-    let fut = catch_unwind(AssertUnwindSafe(|| handler.call(request))).map_err(|_| ())?;
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Ready(response)) => return Poll::Ready(Ok(response)),
-            Ok(Poll::Pending) => {}
-            Err(_) => return Poll::Ready(Err(())),
-        }
-        if let Some((stream, buf)) = flush_meanwhile.as_mut() {
-            while !buf.is_empty() {
-                match pin!(stream.write_buf(buf)).poll(cx) {
-                    Poll::Ready(Ok(n)) if n > 0 => {}
-                    // A write error surfaces again at the next flush.
-                    Poll::Ready(_) => {
-                        flush_meanwhile = None;
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// What of a response is left to write once its head (and a small body)

@@ -192,7 +192,22 @@ impl<S: crate::io::Socket> Transport<S> {
                     Poll::Pending => return self.wait(cx, timeout),
                 }
             }
-            match self.decoder.decode(&mut self.read_buf, max) {
+            // A piece that arrives in several reads is gathered (up to
+            // `max` and 64 KiB) before it is handed over, as a reader that
+            // asks for `max` bytes expects: a body read whole is then one
+            // buffer, not pieces copied together afterwards.
+            let gathering = match self.decoder {
+                Decoder::Length(rest) => {
+                    let piece = rest.min(max as u64).min(BODY_READ_MAX as u64);
+                    (self.read_buf.len() as u64) < piece
+                }
+                _ => false,
+            };
+            match if gathering {
+                Ok(Decoded::NeedMore)
+            } else {
+                self.decoder.decode(&mut self.read_buf, max)
+            } {
                 Ok(Decoded::Data(bytes)) => {
                     self.armed = false;
                     return Poll::Ready(Ok(Some(bytes)));
