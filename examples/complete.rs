@@ -168,25 +168,24 @@ async fn wait_for_signal() {
 }
 
 async fn handle(req: Request<Connection>, root: Arc<Path>) -> Response<ResponseData> {
-    let path = req.uri().path().to_string();
-    if let Some(file_path) = path.strip_prefix("/file/") {
+    if let Some(file_path) = req.uri().path().strip_prefix("/file/") {
         return match *req.method() {
             Method::GET | Method::HEAD => serve_file(&req, &root, file_path),
             _ => status(StatusCode::NOT_FOUND),
         };
     }
-    match (req.method().clone(), path.as_str()) {
-        (Method::GET | Method::HEAD, "/hello") => text(StatusCode::OK, "Hello, world!"),
-        (Method::POST | Method::PUT | Method::PATCH, "/echo") => echo(req).await,
-        (Method::POST, "/stream") => stream_echo(req).await,
-        (Method::GET, "/chunked") => chunked(&req),
-        (Method::GET, "/info") => info(&req),
-        (Method::GET, "/slow") => slow(&req).await,
-        (Method::GET, "/panic") => panic!("the /panic route panics on purpose"),
-        (Method::GET, "/") => showcase(),
-        (Method::GET, "/sse") => ticks(req),
-        (Method::GET, "/ws") => websocket_echo(req),
-        (Method::GET, "/ws/chat") => websocket_chat(req),
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/hello") => text(StatusCode::OK, "Hello, world!"),
+        (&Method::POST | &Method::PUT | &Method::PATCH, "/echo") => echo(req).await,
+        (&Method::POST, "/stream") => stream_echo(req).await,
+        (&Method::GET, "/chunked") => chunked(&req),
+        (&Method::GET, "/info") => info(&req),
+        (&Method::GET, "/slow") => slow(&req).await,
+        (&Method::GET, "/panic") => panic!("the /panic route panics on purpose"),
+        (&Method::GET, "/") => showcase(),
+        (&Method::GET, "/sse") => ticks(req),
+        (&Method::GET, "/ws") => websocket_echo(req),
+        (&Method::GET, "/ws/chat") => websocket_chat(req),
         _ => status(StatusCode::NOT_FOUND),
     }
 }

@@ -223,6 +223,35 @@ mod heads {
     }
 
     #[tokio::test]
+    async fn each_request_on_a_connection_gets_its_own_host() {
+        // The engine reuses the parsed Host of the previous request when it
+        // repeats: a different one, pipelined or not, must not be mixed up.
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send(
+                "GET /1 HTTP/1.1\r\nHost: a.example:1\r\n\r\n\
+                 GET /2 HTTP/1.1\r\nHost: a.example:1\r\n\r\n\
+                 GET /3 HTTP/1.1\r\nHost: b.example:2\r\n\r\n\
+                 GET /4 HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            )
+            .await;
+        for expected in [
+            "GET http://a.example:1/1 ",
+            "GET http://a.example:1/2 ",
+            "GET http://b.example:2/3 ",
+            "GET http://a.example/4 ",
+        ] {
+            let resp = client.response().await;
+            assert!(resp.text().starts_with(expected), "{}", resp.text());
+        }
+        client
+            .send("GET /5 HTTP/1.1\r\nHost: bad@host\r\n\r\n")
+            .await;
+        assert_eq!(client.response().await.status, 400);
+    }
+
+    #[tokio::test]
     async fn absolute_form_target_is_kept() {
         let server = serve(describe).await;
         let resp = roundtrip(

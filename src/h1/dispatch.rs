@@ -69,11 +69,12 @@ where
     // The first head must arrive within the header timeout of the accept.
     let mut head_deadline = Some(deadline_after(config.header_read_timeout));
     // The slot for the handler's future: kept across pipelined requests,
-    // freed whenever the connection may go idle.
+    // freed whenever the connection may go idle (as is the last `Host`).
     let mut slot = None;
     loop {
         if transport.read_buf.is_empty() {
             slot = None;
+            transport.host = None;
         }
         // The blocks below end the lives of `head` and of the request
         // before the next await: every value alive across an await takes
@@ -164,13 +165,21 @@ where
             })
             .await
         };
-        let (rest, close_after) = match conclude(outcome, exchange, &mut transport, &mut write_buf, &ctx) {
-            Concluded::HandOver(response) => {
-                Box::pin(hand_over(transport, write_buf, *response, exchange.version, ctx)).await;
-                return;
-            }
-            Concluded::Respond(rest, close) => (rest, close),
-        };
+        let (rest, close_after) =
+            match conclude(outcome, exchange, &mut transport, &mut write_buf, &ctx) {
+                Concluded::HandOver(response) => {
+                    Box::pin(hand_over(
+                        transport,
+                        write_buf,
+                        *response,
+                        exchange.version,
+                        ctx,
+                    ))
+                    .await;
+                    return;
+                }
+                Concluded::Respond(rest, close) => (rest, close),
+            };
         // The rare remainder (large bodies, streams, files) is boxed:
         // inline, its state would size every connection.
         let written = match rest {
@@ -356,7 +365,12 @@ async fn read_head<S: Socket>(
     let mut scanned = 0;
     loop {
         if worth_parsing(&transport.read_buf, scanned, config) {
-            match parse_head(&mut transport.read_buf, config, &ctx.scheme) {
+            match parse_head(
+                &mut transport.read_buf,
+                config,
+                &ctx.scheme,
+                &mut transport.host,
+            ) {
                 Ok(Some(head)) => return Some(head),
                 Ok(None) => {}
                 Err(err) => {
@@ -509,7 +523,10 @@ async fn hand_over<S: Socket>(
         write_buf = pool_take();
     }
     encode_head(&mut write_buf, &parts, framing, connection);
-    if flush(&mut transport, &mut write_buf, &ctx.config).await.is_err() {
+    if flush(&mut transport, &mut write_buf, &ctx.config)
+        .await
+        .is_err()
+    {
         return close(&mut transport, &mut write_buf, &ctx.config).await;
     }
     let Transport {

@@ -49,6 +49,9 @@ pub(crate) struct Transport<S> {
     raw_read: u64,
     /// The response failed midway: close with a reset, never a clean end.
     aborted: bool,
+    /// The authority of the last request's `Host` (see `parse_head`);
+    /// forgotten while the connection is idle.
+    pub host: Option<http::uri::Authority>,
 }
 
 impl<S: crate::io::Socket> Transport<S> {
@@ -62,6 +65,7 @@ impl<S: crate::io::Socket> Transport<S> {
             armed: false,
             raw_read: 0,
             aborted: false,
+            host: None,
         }
     }
 

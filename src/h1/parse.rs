@@ -39,11 +39,14 @@ pub(crate) struct Head {
 }
 
 /// Parses the head at the start of `buf`. On success the head's bytes are
-/// split off `buf`; `Ok(None)` means more bytes are needed.
+/// split off `buf`; `Ok(None)` means more bytes are needed. `host` keeps
+/// the authority of the connection's last `Host` header: the next request
+/// almost always repeats it, and then it is not parsed again.
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
     config: &Config,
     scheme: &Scheme,
+    host: &mut Option<Authority>,
 ) -> Result<Option<Head>, ParseError> {
     if buf.is_empty() {
         return Ok(None);
@@ -123,7 +126,7 @@ pub(crate) fn parse_head(
         (n, _) if n > 1 => return Err(ParseError::BadRequest("repeated host header")),
         _ => {}
     }
-    let uri = request_uri(&method, head.slice(path_range), framing.host, scheme)?;
+    let uri = request_uri(&method, head.slice(path_range), framing.host, scheme, host)?;
 
     let keep_alive = match version {
         // RFC 9112 §9.3: HTTP/1.1 persists unless "close" was sent; HTTP/1.0
@@ -199,18 +202,24 @@ fn request_uri(
     target: Bytes,
     host: Option<Bytes>,
     scheme: &Scheme,
+    last_host: &mut Option<Authority>,
 ) -> Result<Uri, ParseError> {
     let host = match host {
-        Some(value) if !value.is_empty() => {
-            // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
-            if value.contains(&b'@') {
-                return Err(ParseError::BadRequest("invalid host header"));
+        Some(value) if !value.is_empty() => Some(match last_host {
+            Some(last) if last.as_str().as_bytes() == &value[..] => last.clone(),
+            _ => {
+                // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
+                if value.contains(&b'@') {
+                    return Err(ParseError::BadRequest("invalid host header"));
+                }
+                // A copy, not a slice of the head: kept for the next
+                // request, it must not pin the read buffer.
+                let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
+                    .map_err(|_| ParseError::BadRequest("invalid host header"))?;
+                *last_host = Some(authority.clone());
+                authority
             }
-            Some(
-                Authority::from_maybe_shared(value)
-                    .map_err(|_| ParseError::BadRequest("invalid host header"))?,
-            )
-        }
+        }),
         _ => None,
     };
     if target.first() == Some(&b'/') {
@@ -380,7 +389,7 @@ mod tests {
 
     fn parse(input: &str) -> Result<Option<Head>, ParseError> {
         let mut buf = BytesMut::from(input);
-        parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
     }
 
     fn head(input: &str) -> Head {
@@ -405,7 +414,7 @@ mod tests {
     #[test]
     fn leaves_pipelined_bytes_in_buffer() {
         let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
-        parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
@@ -421,7 +430,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nX-B: \xff\xfe\r\n\r\n"[..],
         );
-        let h = parse_head(&mut buf, &Config::default(), &Scheme::HTTP)
+        let h = parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
             .unwrap()
             .unwrap();
         let all: Vec<_> = h.request.headers().get_all("x-a").iter().collect();
