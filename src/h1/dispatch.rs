@@ -734,7 +734,7 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
     if transport.aborted() {
         return;
     }
-    if flush(transport, write_buf, config).await.is_err() {
+    if flush_last(transport, write_buf, config).await.is_err() {
         return;
     }
     let unread = !transport.read_buf.is_empty()
@@ -750,6 +750,24 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         )
         .await;
     }
+}
+
+/// Writes the connection's last bytes; on plain TCP (Linux) so that they
+/// leave with the FIN of the close (see [`crate::io::write_before_fin`]).
+async fn flush_last<S: Socket>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    config: &Config,
+) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(tcp) = transport.stream.as_plain_tcp() {
+        let written =
+            crate::io::write_before_fin(tcp, write_buf, &mut transport.timer, config.write_timeout)
+                .await;
+        write_buf.clear();
+        return written;
+    }
+    flush(transport, write_buf, config).await
 }
 
 /// The `connection` header the engine adds, if any.
