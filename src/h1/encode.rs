@@ -4,9 +4,7 @@
 use bytes::{BufMut, BytesMut};
 use http::{header, response, StatusCode};
 use std::cell::RefCell;
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-use std::time::SystemTime;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the body of a response is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,31 +121,16 @@ thread_local! {
     static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: u64::MAX, text: [0; 29] }) };
 }
 
-/// Seconds since the Unix epoch. Where there is one, the coarse clock
-/// (the kernel's last tick, a few milliseconds old) is read: enough for a
-/// date to the second, and it is a plain memory read in the vDSO where the
-/// precise clock reads the timestamp counter (2–3 % of the CPU under
-/// pipelined load).
-fn unix_second() -> u64 {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        u64::try_from(now.tv_sec).unwrap_or(0)
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-}
-
 fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
-        let second = unix_second();
+        // Not rustix's coarse clock, though it costs a fraction of this:
+        // rustix's vDSO lookup crashes programs run under valgrind
+        // (bytecodealliance/rustix#1559), and users debug servers there.
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if second != cached.second {
-            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
+            let text = httpdate::fmt_http_date(now);
             if text.len() == cached.text.len() {
                 cached.text.copy_from_slice(text.as_bytes());
                 cached.second = second;
