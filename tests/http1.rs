@@ -252,6 +252,26 @@ mod heads {
     }
 
     #[tokio::test]
+    async fn a_response_header_never_shows_up_in_a_later_request() {
+        // The engine reuses the header maps of written responses for the
+        // requests it parses next: they must come back empty.
+        let server = serve(|req: Request<Connection>| async move {
+            let mut resp = describe(req).await;
+            resp.headers_mut()
+                .insert("x-from-response", http::HeaderValue::from_static("1"));
+            resp
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(format!("{}{}", get("/1"), get("/2"))).await;
+        for _ in 0..2 {
+            let resp = client.response().await;
+            assert_eq!(resp.header("x-from-response"), Some("1"));
+            assert!(!resp.text().contains("x-from-response"), "{}", resp.text());
+        }
+    }
+
+    #[tokio::test]
     async fn absolute_form_target_is_kept() {
         let server = serve(describe).await;
         let resp = roundtrip(

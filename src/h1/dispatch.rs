@@ -6,7 +6,7 @@
 use super::decode::Decoder;
 use super::encode::{self, encode_chunk_size, encode_head, Framing, LAST_CHUNK};
 use super::error::ParseError;
-use super::io::{pool_give, pool_take, take_back, LentBody, Transport};
+use super::io::{map_give, pool_give, pool_take, take_back, LentBody, Transport};
 use super::parse::{parse_head, Head};
 use crate::body::Connection;
 use crate::builder::Handler;
@@ -115,6 +115,7 @@ where
             (exchange, head.request, declared)
         };
         let slot = slot.get_or_insert_with(|| Box::pin(None));
+        let mut waited = false;
         let outcome = if transport.decoder.is_pending() {
             // The handler may read the body (and send 100 Continue):
             // earlier responses must reach the socket first. (The request
@@ -158,28 +159,40 @@ where
             let mut meanwhile = true;
             poll_fn(|cx| {
                 let polled = poll_handler(slot.as_mut(), cx);
-                if polled.is_pending() && meanwhile {
-                    meanwhile = write_meanwhile(&mut transport.stream, &mut write_buf, cx);
+                if polled.is_pending() {
+                    waited = true;
+                    if meanwhile {
+                        meanwhile = write_meanwhile(&mut transport.stream, &mut write_buf, cx);
+                    }
                 }
                 polled
             })
             .await
         };
-        let (rest, close_after) =
-            match conclude(outcome, exchange, &mut transport, &mut write_buf, &ctx) {
-                Concluded::HandOver(response) => {
-                    Box::pin(hand_over(
-                        transport,
-                        write_buf,
-                        *response,
-                        exchange.version,
-                        ctx,
-                    ))
-                    .await;
-                    return;
-                }
-                Concluded::Respond(rest, close) => (rest, close),
-            };
+        // Responses answered back to back (pipelined, nothing waited for
+        // since the last one was encoded) share one reading of the clock.
+        let check_clock = waited || write_buf.is_empty();
+        let (rest, close_after) = match conclude(
+            outcome,
+            exchange,
+            &mut transport,
+            &mut write_buf,
+            &ctx,
+            check_clock,
+        ) {
+            Concluded::HandOver(response) => {
+                Box::pin(hand_over(
+                    transport,
+                    write_buf,
+                    *response,
+                    exchange.version,
+                    ctx,
+                ))
+                .await;
+                return;
+            }
+            Concluded::Respond(rest, close) => (rest, close),
+        };
         // The rare remainder (large bodies, streams, files) is boxed:
         // inline, its state would size every connection.
         let written = match rest {
@@ -283,13 +296,15 @@ enum Concluded {
 
 /// Turns the handler's outcome into a response in `write_buf` and decides
 /// whether the connection goes on. Synchronous: the common response adds
-/// no await state to the connection.
+/// no await state to the connection. `check_clock`: the `Date` cache may
+/// be stale (see `encode::with_date`).
 fn conclude<S: Socket>(
     outcome: Result<Response<ResponseData>, ()>,
     exchange: Exchange,
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     ctx: &ConnContext,
+    check_clock: bool,
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
@@ -343,7 +358,9 @@ fn conclude<S: Socket>(
         exchange.method_is_head,
         exchange.version,
         &mut close,
+        check_clock,
     );
+    map_give(parts.headers);
     Concluded::Respond(rest, close)
 }
 
@@ -522,7 +539,7 @@ async fn hand_over<S: Socket>(
     if write_buf.capacity() == 0 {
         write_buf = pool_take();
     }
-    encode_head(&mut write_buf, &parts, framing, connection);
+    encode_head(&mut write_buf, &parts, framing, connection, true);
     if flush(&mut transport, &mut write_buf, &ctx.config)
         .await
         .is_err()
@@ -568,6 +585,7 @@ fn encode_response(
     method_is_head: bool,
     version: Version,
     close: &mut bool,
+    check_clock: bool,
 ) -> io::Result<Rest> {
     let no_body = encode::status_has_no_body(parts.status);
     if write_buf.capacity() == 0 {
@@ -617,6 +635,7 @@ fn encode_response(
         parts,
         framing,
         connection_header(*close, version),
+        check_clock,
     );
     if no_body || method_is_head {
         return Ok(Rest::Nothing);
@@ -824,6 +843,7 @@ async fn respond_to_parse_error<S: Socket>(
         &parts,
         Framing::Length(err.as_str().len() as u64),
         Some(b"close"),
+        true,
     );
     write_buf.extend_from_slice(err.as_str().as_bytes());
     if flush(transport, write_buf, config).await.is_ok() {

@@ -6,7 +6,7 @@ use super::error::ParseError;
 use crate::config::{Config, MAX_HEADERS_CAP};
 use bytes::{Bytes, BytesMut};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use std::mem::MaybeUninit;
 
 /// Room for the method, spaces and version around the request target when
@@ -103,7 +103,7 @@ pub(crate) fn parse_head(
 
     let head = buf.split_to(head_len).freeze();
     let mut framing = Framing::default();
-    let mut headers = HeaderMap::with_capacity(indices.len());
+    let mut headers = super::io::map_take(indices.len());
     for &[name_at, name_len, value_at, value_len] in indices {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| ParseError::BadRequest("invalid header field name"))?;
