@@ -17,7 +17,7 @@ use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
-use http::{header, response, Method, Response, StatusCode, Version};
+use http::{header, response, Method, Request, Response, StatusCode, Version};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -115,31 +115,23 @@ where
             (exchange, head.request, declared)
         };
         let slot = slot.get_or_insert_with(|| Box::pin(None));
-        let mut waited = false;
-        let outcome = if transport.decoder.is_pending() {
+        let concluded = if transport.decoder.is_pending() {
             // The handler may read the body (and send 100 Continue):
-            // earlier responses must reach the socket first. (The request
-            // waits in a box: held across this rare await, it would take
-            // room in every connection's future.)
-            let request = if write_buf.is_empty() {
-                request
-            } else {
-                let waiting = Box::new(request);
-                if Box::pin(flush(&mut transport, &mut write_buf, &config))
+            // earlier responses must reach the socket first.
+            if !write_buf.is_empty()
+                && Box::pin(flush(&mut transport, &mut write_buf, &config))
                     .await
                     .is_err()
-                {
-                    return;
-                }
-                *waiting
-            };
+            {
+                return;
+            }
             let lent = Arc::new(Mutex::new(Some(transport)));
             let body = LentBody {
                 transport: Arc::clone(&lent),
                 declared,
                 timeout: config.body_read_timeout,
             };
-            let request = request.map(|()| Connection::new(ctx.peer, Some(Box::new(body))));
+            let request = with_body(request, Connection::new(ctx.peer, Some(Box::new(body))));
             start(slot.as_mut(), || handler.call(request));
             let outcome = poll_fn(|cx| poll_handler(slot.as_mut(), cx)).await;
             match take_back(&lent) {
@@ -149,37 +141,46 @@ where
                 None => return,
             }
             transport.disarm();
-            outcome
+            conclude(
+                outcome,
+                exchange,
+                &mut transport,
+                &mut write_buf,
+                &ctx,
+                true,
+            )
         } else {
-            let request = request.map(|()| Connection::new(ctx.peer, None));
             start(slot.as_mut(), || handler.call(request));
             // While the handler waits, responses gathered for earlier
             // pipelined requests are written out, so a slow handler does
-            // not hold back answers that are ready.
+            // not hold back answers that are ready. The response is
+            // encoded as soon as it is there, not moved around first.
             let mut meanwhile = true;
+            let mut waited = false;
             poll_fn(|cx| {
-                let polled = poll_handler(slot.as_mut(), cx);
-                if polled.is_pending() {
+                let Poll::Ready(outcome) = poll_handler(slot.as_mut(), cx) else {
                     waited = true;
                     if meanwhile {
                         meanwhile = write_meanwhile(&mut transport.stream, &mut write_buf, cx);
                     }
-                }
-                polled
+                    return Poll::Pending;
+                };
+                // Responses answered back to back (pipelined, nothing
+                // waited for since the last one was encoded) share one
+                // reading of the clock.
+                let check_clock = waited || write_buf.is_empty();
+                Poll::Ready(conclude(
+                    outcome,
+                    exchange,
+                    &mut transport,
+                    &mut write_buf,
+                    &ctx,
+                    check_clock,
+                ))
             })
             .await
         };
-        // Responses answered back to back (pipelined, nothing waited for
-        // since the last one was encoded) share one reading of the clock.
-        let check_clock = waited || write_buf.is_empty();
-        let (rest, close_after) = match conclude(
-            outcome,
-            exchange,
-            &mut transport,
-            &mut write_buf,
-            &ctx,
-            check_clock,
-        ) {
+        let (rest, close_after) = match concluded {
             Concluded::HandOver(response) => {
                 Box::pin(hand_over(
                     transport,
@@ -235,6 +236,12 @@ where
         }
         head_deadline = None;
     }
+}
+
+/// The request with its body.
+fn with_body(mut request: Request<Connection>, body: Connection) -> Request<Connection> {
+    *request.body_mut() = body;
+    request
 }
 
 /// Starts the handler: its future is written straight into the slot.
@@ -387,6 +394,7 @@ async fn read_head<S: Socket>(
                 config,
                 &ctx.scheme,
                 &mut transport.host,
+                ctx.peer,
             ) {
                 Ok(Some(head)) => return Some(head),
                 Ok(None) => {}

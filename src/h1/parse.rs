@@ -3,11 +3,13 @@
 //! buffer, and the head is split off it only once it is complete.
 
 use super::error::ParseError;
+use crate::body::Connection;
 use crate::config::{Config, MAX_HEADERS_CAP};
 use bytes::{Bytes, BytesMut};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{header, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 
 /// Room for the method, spaces and version around the request target when
 /// deciding whether a still-incomplete request line is already too long.
@@ -30,7 +32,9 @@ pub(crate) enum BodyKind {
 /// A complete, validated request head.
 #[derive(Debug)]
 pub(crate) struct Head {
-    pub request: Request<()>,
+    /// With a [`Connection`] that has no body yet: the engine gives it
+    /// one if the request has a body.
+    pub request: Request<Connection>,
     pub body: BodyKind,
     /// The client allows the connection to stay open after this exchange.
     pub keep_alive: bool,
@@ -47,6 +51,7 @@ pub(crate) fn parse_head(
     config: &Config,
     scheme: &Scheme,
     host: &mut Option<Authority>,
+    peer: Option<SocketAddr>,
 ) -> Result<Option<Head>, ParseError> {
     if buf.is_empty() {
         return Ok(None);
@@ -139,7 +144,7 @@ pub(crate) fn parse_head(
     let expect_continue =
         framing.expect_continue && version == Version::HTTP_11 && body != BodyKind::Empty;
 
-    let mut request = Request::new(());
+    let mut request = Request::new(Connection::new(peer, None));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
@@ -389,7 +394,7 @@ mod tests {
 
     fn parse(input: &str) -> Result<Option<Head>, ParseError> {
         let mut buf = BytesMut::from(input);
-        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None, None)
     }
 
     fn head(input: &str) -> Head {
@@ -414,7 +419,7 @@ mod tests {
     #[test]
     fn leaves_pipelined_bytes_in_buffer() {
         let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
-        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
+        parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None, None)
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
@@ -430,7 +435,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nX-B: \xff\xfe\r\n\r\n"[..],
         );
-        let h = parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None)
+        let h = parse_head(&mut buf, &Config::default(), &Scheme::HTTP, &mut None, None)
             .unwrap()
             .unwrap();
         let all: Vec<_> = h.request.headers().get_all("x-a").iter().collect();
