@@ -513,3 +513,71 @@ async fn compression_can_be_turned_off() {
     assert_eq!(resp.status, 101);
     assert_eq!(resp.header("sec-websocket-extensions"), None);
 }
+
+fn quick_heartbeat() -> WebsocketOptions {
+    WebsocketOptions::default()
+        .ping_interval(Duration::from_millis(100))
+        .pong_timeout(Duration::from_millis(100))
+        .close_timeout(Duration::from_millis(200))
+}
+
+#[tokio::test]
+async fn a_silent_client_is_pinged_then_closed_with_1001() {
+    let (server, mut events) = echo_server(quick_heartbeat()).await;
+    let mut raw = Raw::connect(&server, b"").await;
+    assert_eq!(next_event(&mut events).await, Event::Init);
+    // Nothing sent: a ping after an interval of silence...
+    assert_eq!(raw.read_frame().await, Some((9, Vec::new())));
+    // ...and, unanswered, a close with 1001 and the end of the connection.
+    assert_eq!(raw.close_code().await, Some(1001));
+    assert!(!raw.fill().await, "the server closes TCP after the close");
+    assert_eq!(next_event(&mut events).await, Event::Closed);
+    assert_eq!(on_close(&mut events).await, 1, "only Closed");
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_connected() {
+    let (server, mut events) = echo_server(quick_heartbeat()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&server, "/ws"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut events).await, Event::Init);
+    // tungstenite answers each ping while it reads; idle through several
+    // ping intervals and pong timeouts.
+    for _ in 0..4 {
+        match tokio::time::timeout(SAFETY_TIMEOUT, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => {}
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    ws.send(Message::text("still here")).await.unwrap();
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Ping(_) => continue,
+            message => {
+                assert_eq!(message, Message::text("still here"));
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        next_event(&mut events).await,
+        Event::Message("still here".into())
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_talking_is_never_pinged() {
+    // Messages count as signs of life: no ping while they keep coming.
+    let (server, mut events) = echo_server(quick_heartbeat()).await;
+    let mut raw = Raw::connect(&server, b"").await;
+    assert_eq!(next_event(&mut events).await, Event::Init);
+    // One message every 30 ms for four ping intervals (the pause is the
+    // subject of the test, not a wait for the server).
+    for i in 0..12 {
+        let text = format!("{i}");
+        raw.send(&frame(true, 1, text.as_bytes())).await;
+        assert_eq!(raw.read_frame().await, Some((1, text.into_bytes())));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}

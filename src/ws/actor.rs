@@ -7,7 +7,7 @@ use super::{
     MessageEncoder,
 };
 use crate::body::Connection;
-use crate::io::{deadline_after, timed, Deadline, Handover, Socket};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, Socket};
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -99,6 +99,8 @@ pub struct WebsocketOptions {
     close_timeout: Duration,
     max_pending: usize,
     write_timeout: Duration,
+    ping_interval: Duration,
+    pong_timeout: Duration,
 }
 
 impl Default for WebsocketOptions {
@@ -109,6 +111,8 @@ impl Default for WebsocketOptions {
             close_timeout: Duration::from_secs(5),
             max_pending: 16 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +153,43 @@ impl WebsocketOptions {
     /// ```
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// How long a client may stay silent before the server pings it: when
+    /// nothing at all (no message, no pong) has arrived for a whole
+    /// interval, a ping goes out. Browsers and WebSocket libraries answer
+    /// pings by themselves. `Duration::MAX` turns pings and the idle close
+    /// off. Default 30 s.
+    ///
+    /// A dead client (a vanished laptop, a dropped NAT mapping) sends no
+    /// FIN: without this, its connection would be held until the server
+    /// stops.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = mist::WebsocketOptions::default()
+    ///     .ping_interval(Duration::from_secs(10))
+    ///     .pong_timeout(Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// How long the server waits, after a ping, to hear anything from the
+    /// client before it closes the connection with 1001 (going away); the
+    /// handler gets [`WebsocketMessage::Closed`]. So a silent client is let
+    /// go between `ping_interval + pong_timeout` and `2 × ping_interval +
+    /// pong_timeout` after it last spoke. Default 30 s.
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().pong_timeout(std::time::Duration::from_secs(10));
+    /// # let _ = options;
+    /// ```
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout;
         self
     }
 
@@ -586,6 +627,13 @@ async fn run<State, Custom, Init, Handler, Close>(
         }
     };
 
+    // Silence detection (`WebsocketOptions::ping_interval`): a read only
+    // sets `heard`; the clock is read when the timer fires, once an
+    // interval, not once a message.
+    let mut heard = false;
+    let mut pinged = false;
+    let mut due = deadline_after(options.ping_interval);
+
     let end = 'outer: loop {
         // Everything already read: whole messages go to the handler.
         loop {
@@ -651,6 +699,7 @@ async fn run<State, Custom, Init, Handler, Close>(
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
             let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+            let mut armed = false;
             poll_fn(|cx| {
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
                     return Poll::Ready(Event::Read(read));
@@ -666,12 +715,39 @@ async fn run<State, Custom, Init, Handler, Close>(
                 if stopping.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Shutdown);
                 }
-                Poll::Pending
+                poll_deadline(&mut timer, &mut armed, Deadline::At(due), cx).map(|()| Event::Tick)
             })
             .await
         };
         match event {
-            Event::Read(Ok(n)) if n > 0 => {}
+            Event::Read(Ok(n)) if n > 0 => heard = true,
+            Event::Tick if heard => {
+                heard = false;
+                pinged = false;
+                due = deadline_after(options.ping_interval);
+            }
+            Event::Tick if !pinged => {
+                let mut out = shared.lock();
+                let Outgoing {
+                    encoder,
+                    buf,
+                    closed,
+                } = &mut *out;
+                if !*closed {
+                    let _ = encoder.ping(b"", buf);
+                }
+                pinged = true;
+                due = deadline_after(options.pong_timeout);
+            }
+            Event::Tick => {
+                debug!(
+                    ?peer,
+                    "closing a WebSocket whose client stopped answering pings"
+                );
+                let _ = deliver(WebsocketMessage::Closed, &mut custom);
+                queue_close(&shared, CloseCode::GOING_AWAY, "idle");
+                break End::ServerClosed;
+            }
             Event::Read(_) => {
                 let _ = deliver(WebsocketMessage::Closed, &mut custom);
                 break End::Gone;
@@ -755,6 +831,8 @@ enum Event<Custom> {
     Custom(Option<Custom>),
     Woken,
     Shutdown,
+    /// The silence timer fired.
+    Tick,
 }
 
 /// Queues a close frame; nothing is sent after it.

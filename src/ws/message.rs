@@ -303,8 +303,6 @@ impl MessageEncoder {
     }
 
     /// Appends a ping. Fails if `payload` is over 125 bytes (RFC 6455 §5.5).
-    /// The server sends no pings yet; the tests use it as a client would.
-    #[cfg(test)]
     pub(crate) fn ping(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), ProtocolError> {
         control(OpCode::Ping, payload, dst)
     }
