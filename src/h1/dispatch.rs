@@ -69,12 +69,12 @@ where
     // The first head must arrive within the header timeout of the accept.
     let mut head_deadline = Some(deadline_after(config.header_read_timeout));
     // The slot for the handler's future: kept across pipelined requests,
-    // freed whenever the connection may go idle (as is the last `Host`).
+    // freed whenever the connection may go idle. (The last `Host` is kept:
+    // a few dozen bytes, and the next request almost always repeats it.)
     let mut slot = None;
     loop {
         if transport.read_buf.is_empty() {
             slot = None;
-            transport.host = None;
         }
         // The blocks below end the lives of `head` and of the request
         // before the next await: every value alive across an await takes

@@ -50,8 +50,7 @@ pub(crate) struct Transport<S> {
     raw_read: u64,
     /// The response failed midway: close with a reset, never a clean end.
     aborted: bool,
-    /// The authority of the last request's `Host` (see `parse_head`);
-    /// forgotten while the connection is idle.
+    /// The authority of the last request's `Host` (see `parse_head`).
     pub host: Option<http::uri::Authority>,
 }
 
