@@ -432,11 +432,10 @@ async fn read_head<S: Socket>(
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
-            Ok(Ok(_)) => {
-                if head_deadline.is_none() {
-                    *head_deadline = Some(deadline_after(config.header_read_timeout));
-                }
-            }
+            // The header timeout starts when a head has to be waited for
+            // (above), not at every read: most heads arrive whole, and
+            // then the clock is not read at all.
+            Ok(Ok(_)) => {}
             Err(_) if idle && transport.read_buf.is_empty() && head_deadline.is_none() => {
                 trace!(peer = ?ctx.peer, "idle keep-alive connection timed out");
                 return None;
