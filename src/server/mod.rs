@@ -348,7 +348,9 @@ impl<H: Handler<Connection>> Supervisor<H> {
         shutdown: watch::Receiver<bool>,
     ) {
         // Responses are written whole or in large pieces: Nagle's delay
-        // would only add latency.
+        // would only add latency. (On Linux the socket has it already,
+        // from the listener: see `listener::bind_one`.)
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
         if let Err(err) = stream.set_nodelay(true) {
             debug!(%err, "cannot set TCP_NODELAY");
         }
