@@ -768,7 +768,10 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         || matches!(transport.decoder, Decoder::Failed);
     if unread {
         linger(transport).await;
-    } else {
+    } else if transport.stream.as_plain_tcp().is_none() {
+        // TLS: the close_notify alert. Plain TCP needs no shutdown before
+        // the close that follows: closing sends the same FIN (on the
+        // segment still corked by `flush_last`), one system call sooner.
         let _ = timed(
             &mut transport.timer,
             Deadline::After(config.write_timeout),
