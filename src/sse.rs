@@ -451,7 +451,7 @@ async fn run<State, Message, Loop>(
     let Handover {
         mut io,
         mut read_buf,
-        mut shutdown,
+        shutdown,
         ..
     } = handover;
     let shared = Arc::new(Shared {
@@ -484,7 +484,7 @@ async fn run<State, Message, Loop>(
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
-            let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+            let mut stopping = pin!(shutdown.stopped());
             poll_fn(|cx| {
                 if let Poll::Ready(message) = messages.poll_recv(cx) {
                     return Poll::Ready(Event::Message(message));

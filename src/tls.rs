@@ -369,7 +369,7 @@ pub(crate) async fn serve<H: Handler<Connection>>(
     stream: TcpStream,
     certificates: &Certificates,
     handler: Arc<H>,
-    mut ctx: ConnContext,
+    ctx: ConnContext,
 ) {
     let deadline = deadline_after(ctx.config.tls_handshake_timeout);
     let handshake = tokio::time::timeout_at(deadline, certificates.acceptor().accept(stream));
@@ -386,7 +386,7 @@ pub(crate) async fn serve<H: Handler<Connection>>(
                 return;
             }
         },
-        _ = ctx.shutdown.wait_for(|stop| *stop) => return,
+        () = ctx.shutdown.stopped() => return,
     };
     dispatch::serve(stream, handler, ctx).await;
 }

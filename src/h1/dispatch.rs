@@ -13,7 +13,7 @@ use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Shutdown, Socket};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
@@ -26,7 +26,6 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
 
@@ -37,7 +36,7 @@ pub(crate) struct ConnContext {
     pub config: Arc<Config>,
     /// Becomes true when the server shuts down: finish the request in
     /// flight, then close.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
 }
 
 /// What the connection keeps of a request's head while its handler runs.
@@ -352,7 +351,7 @@ fn conclude<S: Socket>(
         super::io::Continue::No => false,
     };
     close |= !exchange.keep_alive
-        || *ctx.shutdown.borrow()
+        || ctx.shutdown.is_stopping()
         || matches!(transport.decoder, Decoder::Failed)
         || continue_owed
         || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
@@ -420,7 +419,7 @@ async fn read_head<S: Socket>(
             }
         };
         let read = if idle {
-            match wait_idle(transport, write_buf, deadline, &mut ctx.shutdown).await {
+            match wait_idle(transport, write_buf, deadline, &ctx.shutdown).await {
                 // Bytes are waiting on plain TCP: read them now.
                 Idle::Readable => transport.read_more(deadline).await,
                 Idle::Read(read) => Ok(read),
@@ -469,13 +468,13 @@ async fn wait_idle<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     deadline: Deadline,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Idle {
     if transport.stream.as_plain_tcp().is_some() {
         pool_give(&mut transport.read_buf);
         pool_give(write_buf);
     }
-    let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+    let mut stopping = pin!(shutdown.stopped());
     let mut armed = false;
     poll_fn(|cx| {
         let ready = match transport.stream.as_plain_tcp() {

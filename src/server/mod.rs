@@ -6,6 +6,7 @@ mod listener;
 use crate::body::Connection;
 use crate::builder::{Handler, Scheme};
 use crate::config::Config;
+use crate::io::Shutdown;
 use crate::h1::dispatch::{self, ConnContext};
 use crate::tls::{self, CertificateError, Certificates};
 use std::fmt;
@@ -278,7 +279,7 @@ struct Supervisor<H> {
 
 impl<H: Handler<Connection>> Supervisor<H> {
     async fn run(self, mut stop: watch::Receiver<Option<Duration>>) {
-        let (drain_tx, drain_rx) = watch::channel(false);
+        let drain = Shutdown::default();
         let permits = Arc::new(Semaphore::new(self.config.max_connections));
         let mut connections = JoinSet::new();
         let mut backoff = MIN_ACCEPT_BACKOFF;
@@ -303,7 +304,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
                 accepted = accept(&self.listeners, &permits, &mut turn) => match accepted {
                     Ok((stream, peer, permit)) => {
                         backoff = MIN_ACCEPT_BACKOFF;
-                        self.spawn_connection(&mut connections, stream, peer, permit, drain_rx.clone());
+                        self.spawn_connection(&mut connections, stream, peer, permit, drain.clone());
                     }
                     Err(err) if is_connection_error(&err) => {
                         debug!(%err, "connection failed during accept");
@@ -324,7 +325,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
         };
         drop(self.listeners);
         debug!(connections = connections.len(), ?grace, "shutting down");
-        let _ = drain_tx.send(true);
+        drain.stop();
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         loop {
@@ -345,7 +346,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) {
         // Responses are written whole or in large pieces: Nagle's delay
         // would only add latency. (On Linux the socket has it already,

@@ -569,7 +569,7 @@ async fn run<State, Custom, Init, Handler, Close>(
     let Handover {
         mut io,
         mut read_buf,
-        mut shutdown,
+        shutdown,
         peer,
     } = upgraded;
     let shared = Arc::new(Shared {
@@ -698,7 +698,7 @@ async fn run<State, Custom, Init, Handler, Close>(
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
-            let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
+            let mut stopping = pin!(shutdown.stopped());
             let mut armed = false;
             poll_fn(|cx| {
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
