@@ -180,12 +180,10 @@ pub(crate) async fn linger_close<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
 }
 
 /// Writes a connection's last bytes so that the FIN of the shutdown that
-/// follows leaves in the same segment: `MSG_MORE` keeps them queued, and
-/// the kernel sets FIN on a queued segment instead of sending one of its
-/// own. One packet (and the peer's work for it) less per closed
-/// connection: a tenth of the server's CPU when every request opens one.
-/// Bytes still corked are sent at the shutdown, or at the latest by the
-/// kernel's cork timer (200 ms).
+/// must follow leaves in the same segment: `MSG_MORE` keeps them queued,
+/// and the shutdown sets FIN on the queued segment and sends it, instead
+/// of sending a segment of its own. One packet (and the peer's work for
+/// it) less per closed connection.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) async fn write_before_fin(
     tcp: &TcpStream,

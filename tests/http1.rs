@@ -158,6 +158,101 @@ mod pipelining {
     }
 
     #[tokio::test]
+    async fn a_closing_response_survives_a_request_sent_after_it() {
+        // The client pipelines a request while the one before it, which
+        // closes the connection, is still being answered: the server
+        // closes with that request unread in the kernel, and a close with
+        // unread input resets the connection. The response must have been
+        // sent before that, not left queued behind the reset.
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let go = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::clone(&go);
+        let server = serve(move |req: Request<Connection>| {
+            let started_tx = started_tx.clone();
+            let go = Arc::clone(&go);
+            async move {
+                if req.uri().path() == "/first" {
+                    let _ = started_tx.send(());
+                    go.notified().await;
+                }
+                let mut resp = text(200, "first");
+                resp.headers_mut()
+                    .insert("connection", http::HeaderValue::from_static("close"));
+                resp
+            }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/first")).await;
+        started.recv().await.unwrap();
+        client.send(get("/second")).await;
+        release.notify_one();
+        let resp = client.response().await;
+        assert_eq!((resp.status, resp.text()), (200, "first"));
+        assert!(resp.closes());
+    }
+
+    #[tokio::test]
+    async fn a_response_after_a_long_stream_has_a_fresh_date() {
+        // Responses answered back to back share one reading of the clock;
+        // one that follows a stream must read it again.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let rx = Arc::new(Mutex::new(Some(rx)));
+        let server = serve(move |req: Request<Connection>| {
+            let rx = rx.lock().unwrap().take();
+            async move {
+                match (req.uri().path(), rx) {
+                    ("/stream", Some(rx)) => {
+                        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+                        });
+                        Response::new(ResponseData::chunked_stream(body))
+                    }
+                    _ => text(200, "fast"),
+                }
+            }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send(format!("{}{}", get("/stream"), get("/fast")))
+            .await;
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, what: &str) {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(seen).contains(what) {
+                let n = tokio::time::timeout(support::SAFETY_TIMEOUT, stream.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0);
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        let mut seen = Vec::new();
+        read_until(&mut client.stream, &mut seen, "1\r\na\r\n").await;
+        // Time has to pass for a date to go stale: this pause is what the
+        // test is about, not a wait for the server.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let released = std::time::SystemTime::now();
+        drop(tx);
+        read_until(&mut client.stream, &mut seen, "fast").await;
+        let text = String::from_utf8_lossy(&seen).to_string();
+        let last_date = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("date: "))
+            .unwrap();
+        let date = httpdate::parse_http_date(last_date).unwrap();
+        let age = released.duration_since(date).unwrap_or_default();
+        assert!(
+            age < Duration::from_secs(1),
+            "the second response's date is {age:?} old"
+        );
+    }
+
+    #[tokio::test]
     async fn pipelined_requests_with_bodies_stay_in_sync() {
         let server = serve(support::echo_handler).await;
         let mut client = Client::connect(&server).await;
@@ -249,6 +344,22 @@ mod heads {
             .send("GET /5 HTTP/1.1\r\nHost: bad@host\r\n\r\n")
             .await;
         assert_eq!(client.response().await.status, 400);
+    }
+
+    #[tokio::test]
+    async fn a_long_host_is_used_but_not_kept() {
+        // Hosts over 255 bytes are parsed for each request, not cached.
+        let long = format!("{}.example", "a".repeat(300));
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        for path in ["/1", "/2"] {
+            client
+                .send(format!("GET {path} HTTP/1.1\r\nHost: {long}\r\n\r\n"))
+                .await;
+            let resp = client.response().await;
+            let expected = format!("GET http://{long}{path} ");
+            assert!(resp.text().starts_with(&expected), "{}", resp.text());
+        }
     }
 
     #[tokio::test]

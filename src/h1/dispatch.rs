@@ -71,13 +71,18 @@ where
     // freed whenever the connection may go idle. (The last `Host` is kept:
     // a few dozen bytes, and the next request almost always repeats it.)
     let mut slot = None;
+    // Something was waited for since the last response was encoded: the
+    // `Date` cache may be stale (see `encode::with_date`).
+    let mut waited_since_encoding = true;
     loop {
         if transport.read_buf.is_empty() {
             slot = None;
         }
-        // The blocks below end the lives of `head` and of the request
-        // before the next await: every value alive across an await takes
-        // room in this future, which every connection keeps, idle ones too.
+        // The block below ends the life of `head` before the next await:
+        // every value alive across an await takes room in this future,
+        // which every connection keeps, idle ones too. (The request itself
+        // does live across the rare flush before a body is lent; that
+        // await's state stays under the head read's, which sizes it.)
         let (exchange, request, declared) = {
             let mut refused = None;
             let Some(head) = read_head(
@@ -155,10 +160,9 @@ where
             // not hold back answers that are ready. The response is
             // encoded as soon as it is there, not moved around first.
             let mut meanwhile = true;
-            let mut waited = false;
             poll_fn(|cx| {
                 let Poll::Ready(outcome) = poll_handler(slot.as_mut(), cx) else {
-                    waited = true;
+                    waited_since_encoding = true;
                     if meanwhile {
                         meanwhile = write_meanwhile(&mut transport.stream, &mut write_buf, cx);
                     }
@@ -166,8 +170,10 @@ where
                 };
                 // Responses answered back to back (pipelined, nothing
                 // waited for since the last one was encoded) share one
-                // reading of the clock.
-                let check_clock = waited || write_buf.is_empty();
+                // reading of the clock. (An empty buffer: the first of a
+                // batch, or one after a read or a flush had to wait.)
+                let check_clock = waited_since_encoding || write_buf.is_empty();
+                waited_since_encoding = false;
                 Poll::Ready(conclude(
                     outcome,
                     exchange,
@@ -197,7 +203,12 @@ where
         // inline, its state would size every connection.
         let written = match rest {
             Ok(Rest::Nothing) => Ok(()),
-            Ok(rest) => Box::pin(write_rest(&mut transport, &mut write_buf, rest, &config)).await,
+            Ok(rest) => {
+                // A stream may run for long and leave its last chunk in the
+                // buffer: the next response reads the clock again.
+                waited_since_encoding = true;
+                Box::pin(write_rest(&mut transport, &mut write_buf, rest, &config)).await
+            }
             Err(err) => Err(err),
         };
         if written.is_err() || close_after {
@@ -767,10 +778,12 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         || matches!(transport.decoder, Decoder::Failed);
     if unread {
         linger(transport).await;
-    } else if transport.stream.as_plain_tcp().is_none() {
-        // TLS: the close_notify alert. Plain TCP needs no shutdown before
-        // the close that follows: closing sends the same FIN (on the
-        // segment still corked by `flush_last`), one system call sooner.
+    } else {
+        // The FIN (and TLS's close_notify) before the close. Not left to
+        // the close itself: a client may already have sent more (pipelined
+        // after this response), and closing with unread input resets the
+        // connection and discards what is still queued to send, the
+        // response corked by `flush_last` included. The shutdown sends it.
         let _ = timed(
             &mut transport.timer,
             Deadline::After(config.write_timeout),
@@ -781,7 +794,8 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
 }
 
 /// Writes the connection's last bytes; on plain TCP (Linux) so that they
-/// leave with the FIN of the close (see [`crate::io::write_before_fin`]).
+/// leave with the FIN of the shutdown that follows (see
+/// [`crate::io::write_before_fin`]).
 async fn flush_last<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,

@@ -365,7 +365,9 @@ pub(crate) fn map_take(headers: usize) -> HeaderMap {
 
 /// Gives a map back for [`map_take`] (emptied here).
 pub(crate) fn map_give(mut map: HeaderMap) {
-    if map.capacity() == 0 || map.capacity() > MAP_KEEP_MAX {
+    // `len` counts every value (repeated fields live in a second vector,
+    // which `capacity` does not count): either can grow large.
+    if map.capacity() == 0 || map.capacity() > MAP_KEEP_MAX || map.len() > MAP_KEEP_MAX {
         return;
     }
     map.clear();

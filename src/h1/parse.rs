@@ -202,6 +202,9 @@ fn version_error(buf: &[u8]) -> ParseError {
 /// Builds the request URI (RFC 9112 §3.2–§3.3): origin-form gets its
 /// authority from `Host`, absolute-form keeps its own, `*` only for OPTIONS,
 /// authority-form only for CONNECT.
+/// The longest `Host` value a connection keeps for its next request.
+const HOST_CACHE_MAX: usize = 255;
+
 fn request_uri(
     method: &Method,
     target: Bytes,
@@ -217,12 +220,19 @@ fn request_uri(
                 if value.contains(&b'@') {
                     return Err(ParseError::BadRequest("invalid host header"));
                 }
-                // A copy, not a slice of the head: kept for the next
-                // request, it must not pin the read buffer.
-                let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
-                    .map_err(|_| ParseError::BadRequest("invalid host header"))?;
-                *last_host = Some(authority.clone());
-                authority
+                let invalid = |_| ParseError::BadRequest("invalid host header");
+                if value.len() > HOST_CACHE_MAX {
+                    // Not kept: a connection must not hold a client's
+                    // 60 KB Host between its requests.
+                    Authority::from_maybe_shared(value).map_err(invalid)?
+                } else {
+                    // A copy, not a slice of the head: kept for the next
+                    // request, it must not pin the read buffer.
+                    let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
+                        .map_err(invalid)?;
+                    *last_host = Some(authority.clone());
+                    authority
+                }
             }
         }),
         _ => None,

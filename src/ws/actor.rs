@@ -156,11 +156,11 @@ impl WebsocketOptions {
         self
     }
 
-    /// How long a client may stay silent before the server pings it: when
-    /// nothing at all (no message, no pong) has arrived for a whole
-    /// interval, a ping goes out. Browsers and WebSocket libraries answer
-    /// pings by themselves. `Duration::MAX` turns pings and the idle close
-    /// off. Default 30 s.
+    /// How often the server checks that a client is alive: when nothing at
+    /// all (no message, no pong) has arrived during a whole interval, a
+    /// ping goes out, so after one to two intervals of silence. Browsers
+    /// and WebSocket libraries answer pings by themselves. `Duration::MAX`
+    /// turns pings and the idle close off. Default 30 s.
     ///
     /// A dead client (a vanished laptop, a dropped NAT mapping) sends no
     /// FIN: without this, its connection would be held until the server
@@ -704,6 +704,11 @@ async fn run<State, Custom, Init, Handler, Close>(
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
                     return Poll::Ready(Event::Read(read));
                 }
+                // Before the application's events, which could otherwise
+                // keep it from ever being seen.
+                if poll_deadline(&mut timer, &mut armed, Deadline::At(due), cx).is_ready() {
+                    return Poll::Ready(Event::Tick);
+                }
                 if let Some(channel) = custom.as_mut() {
                     if let Poll::Ready(message) = channel.poll_recv(cx) {
                         return Poll::Ready(Event::Custom(message));
@@ -715,7 +720,7 @@ async fn run<State, Custom, Init, Handler, Close>(
                 if stopping.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Shutdown);
                 }
-                poll_deadline(&mut timer, &mut armed, Deadline::At(due), cx).map(|()| Event::Tick)
+                Poll::Pending
             })
             .await
         };
