@@ -179,6 +179,38 @@ pub(crate) async fn linger_close<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     let _ = timed(timer, Deadline::After(time), drain).await;
 }
 
+/// Drives the writes of `buf` until it is empty and `step` says so.
+/// `step` makes one attempt without waiting: the bytes it wrote, or `None`
+/// once `buf` is empty and the stream flushed. `timeout` bounds each
+/// stall, not the whole write (progress re-arms it), so a slow but steady
+/// download is never cut off.
+pub(crate) fn poll_write_all<B: bytes::Buf>(
+    buf: &mut B,
+    timer: &mut Pin<Box<Sleep>>,
+    armed: &mut bool,
+    timeout: Duration,
+    cx: &mut std::task::Context<'_>,
+    mut step: impl FnMut(&mut B, &mut std::task::Context<'_>) -> Poll<std::io::Result<Option<usize>>>,
+) -> Poll<std::io::Result<()>> {
+    loop {
+        match step(buf, cx) {
+            Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+            Poll::Ready(Ok(Some(0))) => {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+            }
+            Poll::Ready(Ok(Some(n))) => {
+                buf.advance(n);
+                *armed = false;
+            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => {
+                return poll_deadline(timer, armed, Deadline::After(timeout), cx)
+                    .map(|()| Err(std::io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
 /// Writes a connection's last bytes so that the FIN of the shutdown that
 /// must follow leaves in the same segment: `MSG_MORE` keeps them queued,
 /// and the shutdown sets FIN on the queued segment and sends it, instead
@@ -191,37 +223,27 @@ pub(crate) async fn write_before_fin(
     timer: &mut Pin<Box<Sleep>>,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    use bytes::Buf;
     use rustix::net::SendFlags;
     use tokio::io::Interest;
-    // Like every write, `timeout` bounds each stall, not the whole write.
     let mut armed = false;
-    poll_fn(|cx| loop {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        let sent = tcp.try_io(Interest::WRITABLE, || {
-            rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL)
-                .map_err(std::io::Error::from)
-        });
-        match sent {
-            Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                buf.advance(n);
-                armed = false;
+    poll_fn(|cx| {
+        poll_write_all(buf, timer, &mut armed, timeout, cx, |buf, cx| loop {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(None));
             }
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                match tcp.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                    Poll::Pending => {
-                        return poll_deadline(timer, &mut armed, Deadline::After(timeout), cx)
-                            .map(|()| Err(std::io::ErrorKind::TimedOut.into()));
-                    }
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL)
+                    .map_err(std::io::Error::from)
+            });
+            match sent {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Readiness was cleared: wait for it (or go round
+                    // again if it is already back).
+                    std::task::ready!(tcp.poll_write_ready(cx))?;
                 }
+                sent => return Poll::Ready(sent.map(Some)),
             }
-            Err(err) => return Poll::Ready(Err(err)),
-        }
+        })
     })
     .await
 }

@@ -68,8 +68,8 @@ where
     // The first head must arrive within the header timeout of the accept.
     let mut head_deadline = Some(deadline_after(config.header_read_timeout));
     // The slot for the handler's future: kept across pipelined requests,
-    // freed whenever the connection may go idle. (The last `Host` is kept:
-    // a few dozen bytes, and the next request almost always repeats it.)
+    // freed whenever the connection may go idle. (The last `Host` is kept,
+    // if at most 255 bytes: the next request almost always repeats it.)
     let mut slot = None;
     // Something was waited for since the last response was encoded: the
     // `Date` cache may be stale (see `encode::with_date`).

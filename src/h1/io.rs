@@ -4,7 +4,7 @@
 use super::decode::{Decoded, Decoder};
 use crate::body::{BodySource, ReadError};
 use crate::config::READ_CHUNK;
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, TimedOut};
+use crate::io::{deadline_after, poll_deadline, poll_write_all, timed, Deadline, TimedOut};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use std::future::{poll_fn, Future};
@@ -123,41 +123,27 @@ impl<S: crate::io::Socket> Transport<S> {
     }
 
     /// Writes all of `buf` (leaving it empty) and flushes the stream;
-    /// `timeout` bounds each stall, not the whole write, so a slow but
-    /// steady download is never cut off. A buffer in several pieces (a head
-    /// chained to a body) goes out with vectored writes, uncopied.
+    /// `timeout` bounds each stall (see [`crate::io::poll_write_all`]). A
+    /// buffer in several pieces (a head chained to a body) goes out with
+    /// vectored writes, uncopied.
     pub(crate) fn write_out<'a, B: Buf>(
         &'a mut self,
         buf: &'a mut B,
         timeout: Duration,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         let mut armed = false;
+        let Transport { stream, timer, .. } = self;
         poll_fn(move |cx| {
-            loop {
-                let polled = if !buf.has_remaining() {
-                    Pin::new(&mut self.stream).poll_flush(cx).map_ok(|()| None)
-                } else {
-                    let mut slices = [IoSlice::new(&[]); 4];
-                    let count = buf.chunks_vectored(&mut slices);
-                    Pin::new(&mut self.stream)
-                        .poll_write_vectored(cx, &slices[..count])
-                        .map_ok(Some)
-                };
-                match polled {
-                    Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Ok(Some(0))) => {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
-                    }
-                    Poll::Ready(Ok(Some(n))) => {
-                        buf.advance(n);
-                        armed = false;
-                    }
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                    Poll::Pending => break,
+            poll_write_all(buf, timer, &mut armed, timeout, cx, |buf, cx| {
+                if !buf.has_remaining() {
+                    return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None);
                 }
-            }
-            poll_deadline(&mut self.timer, &mut armed, Deadline::After(timeout), cx)
-                .map(|()| Err(io::ErrorKind::TimedOut.into()))
+                let mut slices = [IoSlice::new(&[]); 4];
+                let count = buf.chunks_vectored(&mut slices);
+                Pin::new(&mut *stream)
+                    .poll_write_vectored(cx, &slices[..count])
+                    .map_ok(Some)
+            })
         })
     }
 
