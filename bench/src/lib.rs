@@ -1,4 +1,5 @@
-//! Shared bits of the peer servers: the command line and the Listening line.
+//! Shared bits of the peer servers and load clients: the command line, the
+//! Listening line, and the measured window of a load client.
 
 use std::path::PathBuf;
 
@@ -80,4 +81,47 @@ pub fn fanout() -> &'static tokio::sync::broadcast::Sender<Tick> {
         });
         sender
     })
+}
+
+/// CPU time this thread has used, in nanoseconds (Linux's schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a load client counted over its measured window.
+pub struct Window {
+    /// Counted per second.
+    pub rate: f64,
+    /// This thread's CPU use (1.0: one CPU busy): the whole client, as
+    /// the load clients run a current-thread runtime.
+    pub cpu: f64,
+}
+
+/// A load client's measured window: prints `start` (when bench/run samples
+/// the server's CPU time), waits `seconds`, prints `stop`; `counter`'s rate
+/// and this thread's CPU use in between.
+pub async fn measure(counter: &std::sync::atomic::AtomicU64, seconds: f64) -> Window {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let (count0, cpu0, t0) = (
+        counter.load(Ordering::Relaxed),
+        thread_cpu_ns(),
+        std::time::Instant::now(),
+    );
+    println!("start");
+    std::io::stdout().flush().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+    let (count1, cpu1, elapsed) = (
+        counter.load(Ordering::Relaxed),
+        thread_cpu_ns(),
+        t0.elapsed().as_secs_f64(),
+    );
+    println!("stop");
+    Window {
+        rate: (count1 - count0) as f64 / elapsed,
+        cpu: (cpu1 - cpu0) as f64 / 1e9 / elapsed,
+    }
 }

@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -36,14 +36,6 @@ fn arg<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>, name: &str) 
     it.next()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("usage: sse-load PORT PATH CONNS SECONDS: {name}"))
-}
-
-/// Nanoseconds this thread has run on a CPU (the runtime is this thread).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy)]
@@ -226,25 +218,12 @@ async fn main() {
     }
     tokio::time::sleep(SETTLE).await;
 
-    let (count0, cpu0, t0) = (
-        shared.events.load(Ordering::Relaxed),
-        thread_cpu_ns(),
-        Instant::now(),
-    );
-    println!("start");
-    std::io::stdout().flush().unwrap();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let (count1, cpu1, elapsed) = (
-        shared.events.load(Ordering::Relaxed),
-        thread_cpu_ns(),
-        t0.elapsed().as_secs_f64(),
-    );
-    println!("stop");
-    let rate = (count1 - count0) as f64 / elapsed;
+    let window = mist_bench::measure(&shared.events, seconds).await;
     println!(
-        "result events_per_s={rate:.1} per_stream_per_s={:.2} client_cpu={:.3} ended={}",
-        rate / conns as f64,
-        (cpu1 - cpu0) as f64 / 1e9 / elapsed,
+        "result events_per_s={:.1} per_stream_per_s={:.2} client_cpu={:.3} ended={}",
+        window.rate,
+        window.rate / conns as f64,
+        window.cpu,
         shared.ended.load(Ordering::Relaxed)
     );
     std::io::stdout().flush().unwrap();

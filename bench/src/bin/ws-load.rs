@@ -34,7 +34,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -68,14 +68,6 @@ fn arg<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>, name: &str) 
     it.next()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| usage(name))
-}
-
-/// Nanoseconds this thread has run on a CPU (the runtime is this thread).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn connect(port: u16, path: &str) -> Ws {
@@ -282,25 +274,12 @@ async fn main() {
 
     // The window: SECONDS from now, every connection open (the first
     // round trip, well under a millisecond, falls inside it).
-    let (count0, cpu0, t0) = (
-        shared.echoes.load(Ordering::Relaxed),
-        thread_cpu_ns(),
-        Instant::now(),
-    );
-    println!("start");
-    std::io::stdout().flush().unwrap();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let (count1, cpu1, elapsed) = (
-        shared.echoes.load(Ordering::Relaxed),
-        thread_cpu_ns(),
-        t0.elapsed().as_secs_f64(),
-    );
-    println!("stop");
+    let window = mist_bench::measure(&shared.echoes, seconds).await;
     shared.stop.store(true, Ordering::Relaxed);
     println!(
         "result messages_per_s={:.1} client_cpu={:.3} failed={}",
-        (count1 - count0) as f64 / elapsed,
-        (cpu1 - cpu0) as f64 / 1e9 / elapsed,
+        window.rate,
+        window.cpu,
         shared.failed.load(Ordering::Relaxed)
     );
     std::io::stdout().flush().unwrap();
