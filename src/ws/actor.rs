@@ -652,15 +652,9 @@ async fn run<State, Custom, Init, Handler, Close>(
                 Incoming::Binary(data) => deliver(WebsocketMessage::Binary(data), &mut custom),
                 // RFC 6455 §5.5.2: a pong with the ping's payload.
                 Incoming::Ping(payload) => {
-                    let mut out = shared.lock();
-                    let Outgoing {
-                        encoder,
-                        buf,
-                        closed,
-                    } = &mut *out;
-                    if !*closed {
+                    queue_control(&shared, |encoder, buf| {
                         let _ = encoder.pong(&payload, buf);
-                    }
+                    });
                     None
                 }
                 Incoming::Pong(_) => None,
@@ -732,15 +726,9 @@ async fn run<State, Custom, Init, Handler, Close>(
                 due = deadline_after(options.ping_interval);
             }
             Event::Tick if !pinged => {
-                let mut out = shared.lock();
-                let Outgoing {
-                    encoder,
-                    buf,
-                    closed,
-                } = &mut *out;
-                if !*closed {
+                queue_control(&shared, |encoder, buf| {
                     let _ = encoder.ping(b"", buf);
-                }
+                });
                 pinged = true;
                 due = deadline_after(options.pong_timeout);
             }
@@ -838,6 +826,18 @@ enum Event<Custom> {
     Shutdown,
     /// The silence timer fired.
     Tick,
+}
+
+/// Queues a control frame (a ping or a pong) unless a close frame went
+/// first. Not bounded by `max_pending`: control frames are tiny, and a pong
+/// owed must not be refused.
+fn queue_control(shared: &Shared, encode: impl FnOnce(&mut MessageEncoder, &mut BytesMut)) {
+    let mut out = shared.lock();
+    if out.closed {
+        return;
+    }
+    let Outgoing { encoder, buf, .. } = &mut *out;
+    encode(encoder, buf);
 }
 
 /// Queues a close frame; nothing is sent after it.
