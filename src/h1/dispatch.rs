@@ -56,7 +56,7 @@ struct Exchange {
 /// is written once into a slot the connection owns and polled in place;
 /// everything else a request needs is synchronous, and the rare awaits
 /// (large or streamed bodies, files, upgrades, draining) are boxed.
-pub(crate) async fn serve<S, H>(stream: S, handler: Arc<H>, mut ctx: ConnContext)
+pub(crate) async fn serve<S, H>(stream: S, handler: Arc<H>, ctx: ConnContext)
 where
     S: Socket,
     H: Handler<Connection>,
@@ -89,7 +89,7 @@ where
                 &mut transport,
                 &mut write_buf,
                 &mut head_deadline,
-                &mut ctx,
+                &ctx,
                 &mut refused,
             )
             .await
@@ -390,7 +390,7 @@ async fn read_head<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     head_deadline: &mut Option<Instant>,
-    ctx: &mut ConnContext,
+    ctx: &ConnContext,
     refused: &mut Option<ParseError>,
 ) -> Option<Head> {
     let config = &*ctx.config;
