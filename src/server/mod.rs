@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
@@ -236,7 +236,7 @@ pub(crate) async fn start<H: Handler<Connection>>(
     let listeners = listener::bind(&options.interface, options.port, options.ipv6)?;
     let addrs = listeners
         .iter()
-        .map(TcpListener::local_addr)
+        .map(listener::Listener::local_addr)
         .collect::<io::Result<Vec<_>>>()
         .map_err(|source| StartError::Bind {
             address: SocketAddr::from(([0, 0, 0, 0], options.port)),
@@ -270,7 +270,7 @@ pub(crate) async fn start<H: Handler<Connection>>(
 }
 
 struct Supervisor<H> {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<listener::Listener>,
     handler: Arc<H>,
     config: Arc<Config>,
     scheme: http::uri::Scheme,
@@ -395,7 +395,7 @@ async fn wait_for_stop(
 
 /// Accepts from whichever listener is ready, once a connection slot is free.
 async fn accept(
-    listeners: &[TcpListener],
+    listeners: &[listener::Listener],
     permits: &Arc<Semaphore>,
     turn: &mut usize,
 ) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
