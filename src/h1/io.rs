@@ -19,6 +19,10 @@ use tokio::time::Sleep;
 /// Most room made in the read buffer for one read of a request body.
 const BODY_READ_MAX: usize = 64 * 1024;
 
+/// The largest read a connection grows to (see [`Transport::read_size`]):
+/// a 64 KiB body and its head in one read.
+const READ_MAX: usize = 128 * 1024;
+
 /// The interim response sent when a handler first reads a body whose
 /// client asked for it (RFC 9110 §10.1.1).
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -48,6 +52,14 @@ pub(crate) struct Transport<S> {
     /// Bytes read from the socket since the connection opened: what a
     /// discarded body costs is counted in these, not in decoded bytes.
     raw_read: u64,
+    /// How much room the next read gets: it starts at 8 KiB, doubles (up
+    /// to [`READ_MAX`]) whenever a read fills all the room it had, and
+    /// halves after a read that used a quarter of it at most. A client
+    /// that sends large requests is then read in one system call per
+    /// request instead of two or more, without giving every connection
+    /// large buffers. (Only while the connection is busy: an idle one
+    /// holds no buffer at all.)
+    read_size: u32,
     /// The response failed midway: close with a reset, never a clean end.
     aborted: bool,
     /// The authority of the last request's `Host` (see `parse_head`).
@@ -64,6 +76,7 @@ impl<S: crate::io::Socket> Transport<S> {
             continue_state: Continue::No,
             armed: false,
             raw_read: 0,
+            read_size: READ_CHUNK as u32,
             aborted: false,
             host: None,
         }
@@ -82,7 +95,13 @@ impl<S: crate::io::Socket> Transport<S> {
 
     /// One read into the read buffer; `Ok(0)` is the end of the stream.
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        poll_read_buf(&mut self.stream, &mut self.read_buf, &mut self.raw_read, cx)
+        poll_read_buf(
+            &mut self.stream,
+            &mut self.read_buf,
+            &mut self.raw_read,
+            &mut self.read_size,
+            cx,
+        )
     }
 
     /// Makes the coming close a reset (RFC 9293 abort): a client reading
@@ -113,9 +132,13 @@ impl<S: crate::io::Socket> Transport<S> {
     ) -> impl Future<Output = Result<io::Result<usize>, TimedOut>> + '_ {
         let mut armed = false;
         poll_fn(move |cx| {
-            if let Poll::Ready(read) =
-                poll_read_buf(&mut self.stream, &mut self.read_buf, &mut self.raw_read, cx)
-            {
+            if let Poll::Ready(read) = poll_read_buf(
+                &mut self.stream,
+                &mut self.read_buf,
+                &mut self.raw_read,
+                &mut self.read_size,
+                cx,
+            ) {
                 return Poll::Ready(Ok(read));
             }
             poll_deadline(&mut self.timer, &mut armed, deadline, cx).map(|()| Err(TimedOut))
@@ -290,18 +313,34 @@ impl<S: crate::io::Socket> Transport<S> {
 /// one without asking the allocator. Bounded, so a burst leaves no hoard.
 const POOL_MAX: usize = 256;
 
-/// The largest buffer worth keeping; larger ones grew for a big head or a
-/// pipelined burst and are freed instead.
-const POOL_KEEP_MAX: usize = 64 * 1024;
+/// The largest buffer worth keeping (room for the largest read); larger
+/// ones grew for a big head or a pipelined burst and are freed instead.
+const POOL_KEEP_MAX: usize = READ_MAX;
+
+/// The most memory the buffers kept per thread may hold together.
+const POOL_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 thread_local! {
-    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { buffers: Vec::new(), bytes: 0 })
+    };
+}
+
+/// The buffers kept, and their capacity together.
+struct Pool {
+    buffers: Vec<BytesMut>,
+    bytes: usize,
 }
 
 /// An empty buffer with room for at least one read.
 pub(crate) fn pool_take() -> BytesMut {
-    POOL.with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let buf = pool.buffers.pop()?;
+        pool.bytes -= buf.capacity();
+        Some(buf)
+    })
+    .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
 }
 
 /// Gives an empty buffer back; leaves `buf` without an allocation.
@@ -319,8 +358,9 @@ pub(crate) fn pool_give(buf: &mut BytesMut) {
     }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.len() < POOL_MAX {
-            pool.push(buf);
+        if pool.buffers.len() < POOL_MAX && pool.bytes + buf.capacity() <= POOL_BYTES_MAX {
+            pool.bytes += buf.capacity();
+            pool.buffers.push(buf);
         }
     });
 }
@@ -365,23 +405,35 @@ pub(crate) fn map_give(mut map: HeaderMap) {
     });
 }
 
-/// One read from `stream` into `buf`, counted in `raw_read`.
+/// One read from `stream` into `buf`, counted in `raw_read`, with room for
+/// `read_size` bytes (adapted to what the read brings, see
+/// [`Transport::read_size`]).
 fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     raw_read: &mut u64,
+    read_size: &mut u32,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    let size = *read_size as usize;
     if buf.capacity() == 0 {
         *buf = pool_take();
-    } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
     }
+    let room = buf.capacity() - buf.len();
+    if room < size / 4 || (size > READ_CHUNK && room < size) {
+        buf.reserve(size);
+    }
+    let room = buf.capacity() - buf.len();
     // `read_buf` keeps no state between polls, so polling a fresh one each
     // time is equivalent to keeping it.
     let read = pin!(stream.read_buf(buf)).poll(cx);
     if let Poll::Ready(Ok(n)) = read {
         *raw_read += n as u64;
+        if n == room && size < READ_MAX {
+            *read_size *= 2;
+        } else if n <= size / 4 && size > READ_CHUNK {
+            *read_size /= 2;
+        }
     }
     read
 }
@@ -427,5 +479,54 @@ impl<S: crate::io::Socket> BodySource for LentBody<S> {
 
     fn declared_length(&self) -> Option<u64> {
         self.declared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// One read with the room `poll_read_buf` makes.
+    async fn read_once<S: tokio::io::AsyncRead + Unpin>(
+        stream: &mut S,
+        buf: &mut BytesMut,
+        read_size: &mut u32,
+    ) -> usize {
+        let mut raw = 0;
+        poll_fn(|cx| poll_read_buf(stream, buf, &mut raw, read_size, cx))
+            .await
+            .unwrap()
+    }
+
+    /// Reads that fill their room double the next one, up to `READ_MAX`;
+    /// small reads shrink it back.
+    #[tokio::test]
+    async fn read_size_follows_the_client() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut size = READ_CHUNK as u32;
+        // 8 + 16 + 32 + 64 + 128 + 128 KiB: six reads that fill their room.
+        client.write_all(&vec![b'x'; 376 * 1024]).await.unwrap();
+        let mut sizes = Vec::new();
+        for _ in 0..6 {
+            let n = read_once(&mut server, &mut buf, &mut size).await;
+            buf.clear();
+            sizes.push((n, size as usize));
+        }
+        assert_eq!(sizes[0], (READ_CHUNK, 2 * READ_CHUNK));
+        assert_eq!(sizes[1].1, 4 * READ_CHUNK);
+        assert_eq!(sizes[4], (READ_MAX, READ_MAX));
+        assert_eq!(sizes[5], (READ_MAX, READ_MAX));
+
+        let mut small = Vec::new();
+        for _ in 0..5 {
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            read_once(&mut server, &mut buf, &mut size).await;
+            buf.clear();
+            small.push(size as usize);
+        }
+        assert_eq!(small[0], READ_MAX / 2);
+        assert_eq!(*small.last().unwrap(), READ_CHUNK);
     }
 }
