@@ -211,13 +211,15 @@ pub(crate) fn poll_write_all<B: bytes::Buf>(
     }
 }
 
-/// Writes a connection's last bytes so that the FIN of the shutdown that
-/// must follow leaves in the same segment: `MSG_MORE` keeps them queued,
-/// and the shutdown sets FIN on the queued segment and sends it, instead
-/// of sending a segment of its own. One packet (and the peer's work for
-/// it) less per closed connection.
+/// Writes `buf` with `MSG_MORE`: the bytes stay queued until what follows
+/// them pushes them out in the same segments. Used for a connection's
+/// last bytes, so that the FIN of the shutdown that must follow is set on
+/// the queued segment instead of sent in one of its own, and for the head
+/// of a file response, which then leaves with the file's first bytes
+/// instead of in a segment of its own. One packet (and the peer's work for
+/// it) less each time. What follows must come: the bytes wait for it.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) async fn write_before_fin(
+pub(crate) async fn write_corked(
     tcp: &TcpStream,
     buf: &mut bytes::BytesMut,
     timer: &mut Pin<Box<Sleep>>,

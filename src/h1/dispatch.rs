@@ -686,6 +686,18 @@ async fn write_rest<S: Socket>(
             write_chunks(transport, write_buf, chunks, framed, config).await
         }
         Rest::File(file) => {
+            // On plain TCP the head waits for the file's first bytes and
+            // leaves with them (`sendfile` pushes its last piece): a small
+            // file goes out in one segment instead of two.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(tcp) = transport.stream.as_plain_tcp() {
+                let timer = &mut transport.timer;
+                let head =
+                    crate::io::write_corked(tcp, write_buf, timer, config.write_timeout).await;
+                write_buf.clear();
+                head?;
+                return file.send_zero_copy(tcp, timer, config.write_timeout).await;
+            }
             flush(transport, write_buf, config).await?;
             let Transport { stream, timer, .. } = transport;
             match stream.as_plain_tcp() {
@@ -795,7 +807,7 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
 
 /// Writes the connection's last bytes; on plain TCP (Linux) so that they
 /// leave with the FIN of the shutdown that follows (see
-/// [`crate::io::write_before_fin`]).
+/// [`crate::io::write_corked`]).
 async fn flush_last<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
@@ -804,7 +816,7 @@ async fn flush_last<S: Socket>(
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(tcp) = transport.stream.as_plain_tcp() {
         let written =
-            crate::io::write_before_fin(tcp, write_buf, &mut transport.timer, config.write_timeout)
+            crate::io::write_corked(tcp, write_buf, &mut transport.timer, config.write_timeout)
                 .await;
         write_buf.clear();
         return written;
