@@ -109,16 +109,23 @@ async fn run() -> ExitCode {
         }
     };
     // The root is resolved once; `/file/` only serves what lies inside it.
-    let root: Arc<Path> = match std::fs::canonicalize(&args.root) {
-        Ok(root) => root.into(),
+    let root = match std::fs::canonicalize(&args.root) {
+        Ok(path) => Root {
+            dir: std::fs::File::open(&path).ok(),
+            path,
+        },
         Err(err) => {
             eprintln!(
                 "warning: --root {}: {err}; /file/ will answer 404",
                 args.root.display()
             );
-            args.root.clone().into()
+            Root {
+                path: args.root.clone(),
+                dir: None,
+            }
         }
     };
+    let root = Arc::new(root);
     let mut builder = mist::new(move |req: Request<Connection>| handle(req, Arc::clone(&root)))
         .port(args.port)
         .bind(&args.bind);
@@ -167,7 +174,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn handle(req: Request<Connection>, root: Arc<Path>) -> Response<ResponseData> {
+async fn handle(req: Request<Connection>, root: Arc<Root>) -> Response<ResponseData> {
     if let Some(file_path) = req.uri().path().strip_prefix("/file/") {
         return match *req.method() {
             Method::GET | Method::HEAD => serve_file(&req, &root, file_path),
@@ -286,19 +293,29 @@ async fn slow(req: &Request<Connection>) -> Response<ResponseData> {
     }
 }
 
+/// The folder `/file/` serves: its resolved path, and the folder itself,
+/// held open so that a file is opened relative to it in one system call.
+struct Root {
+    path: PathBuf,
+    dir: Option<std::fs::File>,
+}
+
 /// `GET, HEAD /file/<path>`: a file under the root, zero-copy, with
 /// `Range` (one range), `Last-Modified` and `If-Modified-Since`.
-fn serve_file(req: &Request<Connection>, root: &Path, url_path: &str) -> Response<ResponseData> {
-    let Some(path) = resolve(root, url_path) else {
+fn serve_file(req: &Request<Connection>, root: &Root, url_path: &str) -> Response<ResponseData> {
+    let Some((file, name)) = open_under(root, url_path) else {
         return status(StatusCode::NOT_FOUND);
     };
-    let Ok(metadata) = std::fs::metadata(&path) else {
+    let Ok(metadata) = file.metadata() else {
         return status(StatusCode::NOT_FOUND);
     };
+    if !metadata.is_file() {
+        return status(StatusCode::NOT_FOUND);
+    }
     let size = metadata.len();
     let modified = metadata.modified().ok().map(whole_seconds);
     let mut headers = http::HeaderMap::new();
-    let mime = mime_guess::from_path(&path).first_or_octet_stream();
+    let mime = mime_guess::from_path(&name).first_or_octet_stream();
     if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
         headers.insert(header::CONTENT_TYPE, value);
     }
@@ -345,30 +362,59 @@ fn serve_file(req: &Request<Connection>, root: &Path, url_path: &str) -> Respons
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
     };
-    match mist::send_file(&path, offset, Some(length)) {
-        Ok(body) => with_headers(code, body, headers),
-        Err(mist::FileError::NoAccess) => status(StatusCode::FORBIDDEN),
-        Err(mist::FileError::NoEntry | mist::FileError::IsDir) => status(StatusCode::NOT_FOUND),
-        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    // Opened and measured above: the body needs no second open or stat.
+    with_headers(code, mist::send_open_file(file, offset, length), headers)
 }
 
-/// The file a `/file/` path names, if it is a regular file inside `root`:
-/// the path is percent-decoded, `..` refused, and symlinks resolved before
-/// checking that the result is still under the root.
-fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
+/// Opens the file a `/file/` path names, if it lies inside the root, with
+/// the path's last segment (its name, for the content type). The path is
+/// percent-decoded and `..` refused. On Linux the file is opened relative
+/// to the open root with `openat2(RESOLVE_BENEATH)`, which refuses any
+/// symlink that leads out of the root in the same system call; a symlink
+/// it cannot follow that way (an absolute one) takes the slow path below.
+/// Opened non-blocking, so that a FIFO under the root cannot hang the
+/// server: the caller serves regular files only.
+fn open_under(root: &Root, url_path: &str) -> Option<(std::fs::File, String)> {
     let decoded = percent_decode(url_path)?;
-    let mut path = root.to_path_buf();
+    let mut relative = PathBuf::new();
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
             ".." => return None,
             s if s.contains('\0') => return None,
-            s => path.push(s),
+            s => relative.push(s),
         }
     }
-    let real = std::fs::canonicalize(&path).ok()?;
-    (real.starts_with(root) && real.is_file()).then_some(real)
+    let name = relative.file_name()?.to_str()?.to_string();
+    #[cfg(target_os = "linux")]
+    if let Some(dir) = &root.dir {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        match openat2(
+            dir,
+            &relative,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => return Some((fd.into(), name)),
+            // An absolute symlink (or one leading out), or a kernel
+            // without openat2: decide on the resolved path below.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::PERM) => {}
+            Err(_) => return None,
+        }
+    }
+    resolve(&root.path, &relative).map(|file| (file, name))
+}
+
+/// The slow path of [`open_under`]: symlinks resolved, then the result
+/// checked to be a regular file still under the root.
+fn resolve(root: &Path, relative: &Path) -> Option<std::fs::File> {
+    let real = std::fs::canonicalize(root.join(relative)).ok()?;
+    if !(real.starts_with(root) && real.is_file()) {
+        return None;
+    }
+    std::fs::File::open(real).ok()
 }
 
 fn percent_decode(s: &str) -> Option<String> {

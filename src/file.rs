@@ -64,7 +64,8 @@ impl From<io::Error> for FileError {
     }
 }
 
-/// An open file and the part of it a response sends; made by [`send_file`].
+/// An open file and the part of it a response sends; made by [`send_file`]
+/// or [`send_open_file`].
 ///
 /// ```
 /// # let path = std::env::temp_dir().join(format!("mist-doc-{}", std::process::id()));
@@ -153,6 +154,34 @@ pub fn send_file(
         offset,
         length,
     }))
+}
+
+/// A response body of `length` bytes of a file the handler has opened
+/// itself, from `offset`: [`send_file`] without the path.
+///
+/// For a handler that opens the file its own way (relative to a directory
+/// it holds open, say) and has read its metadata anyway, to set
+/// `content-length`, `last-modified` or a range: no second open or `stat`.
+/// The length is taken as given; if the file holds fewer bytes when they
+/// are sent, the connection is closed after the bytes that exist, as when
+/// a file shrinks while [`send_file`]'s body is sent, so a client never
+/// takes a short body for a whole one.
+///
+/// ```no_run
+/// use http::Response;
+/// use mist::ResponseData;
+///
+/// fn download(file: std::fs::File) -> std::io::Result<Response<ResponseData>> {
+///     let size = file.metadata()?.len();
+///     Ok(Response::new(mist::send_open_file(file, 0, size)))
+/// }
+/// ```
+pub fn send_open_file(file: File, offset: u64, length: u64) -> ResponseData {
+    ResponseData::File(FileBody {
+        file,
+        offset,
+        length,
+    })
 }
 
 impl FileBody {

@@ -53,8 +53,8 @@
 //! [`ResponseData::Bytes`] for bodies of known size (`content-length`),
 //! [`ResponseData::chunked`] and [`ResponseData::chunked_stream`] for bodies
 //! produced piece by piece (`transfer-encoding: chunked`), and
-//! [`send_file`] for files, which the kernel copies to the socket with
-//! `sendfile(2)`.
+//! [`send_file`] (or [`send_open_file`] for a file the handler opened) for
+//! files, which the kernel copies to the socket with `sendfile(2)`.
 //!
 //! ## What the engine does for you
 //!
@@ -94,7 +94,7 @@ pub use builder::{new, Builder, Handler, ReadBody, Scheme};
 pub use client_info::{
     get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
 };
-pub use file::{send_file, FileBody, FileError};
+pub use file::{send_file, send_open_file, FileBody, FileError};
 pub use response::{BoxError, ChunkedBody, ResponseData};
 pub use server::{Server, StartError};
 pub use sse::{

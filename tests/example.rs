@@ -843,8 +843,8 @@ fn sigint_on_an_idle_server_exits_0_promptly() {
 // ---------------------------------------------------------------------------
 
 /// A `--root` folder for one test, removed on drop: `a.txt`, `sub/b.css`,
-/// a symlink inside the root, one leading out of it, and a secret next to
-/// the root that no URL may reach.
+/// absolute and relative symlinks inside the root and leading out of it, a
+/// FIFO, and a secret next to the root that no URL may reach.
 struct Root(PathBuf);
 
 impl Root {
@@ -858,6 +858,14 @@ impl Root {
         std::fs::write(base.join("secret.txt"), "secret").unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("inside-link.txt")).unwrap();
         std::os::unix::fs::symlink(base.join("secret.txt"), root.join("outside-link.txt")).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("relative-link.txt")).unwrap();
+        std::os::unix::fs::symlink("../secret.txt", root.join("relative-out.txt")).unwrap();
+        // A FIFO: opening it for reading would wait for a writer.
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe.txt"))
+            .status()
+            .unwrap();
+        assert!(made.success());
         Root(base)
     }
 
@@ -886,6 +894,10 @@ fn file_route_serves_files_with_type_length_and_validators() {
     assert_eq!(css.header("content-type"), Some("text/css"));
     assert_eq!(
         curl(&[&example.url("/file/inside-link.txt")]).text(),
+        "0123456789"
+    );
+    assert_eq!(
+        curl(&[&example.url("/file/relative-link.txt")]).text(),
         "0123456789"
     );
 
@@ -955,6 +967,8 @@ async fn file_route_never_leaves_the_root() {
         "/file//etc/passwd",
         "/file/%2fetc%2fpasswd",
         "/file/outside-link.txt",
+        "/file/relative-out.txt",
+        "/file/pipe.txt",
         "/file/sub",
         "/file/",
         "/file/missing.txt",

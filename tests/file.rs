@@ -273,3 +273,31 @@ async fn file_that_shrinks_while_sent_closes_the_connection() {
         "only the bytes that still exist, then close"
     );
 }
+
+/// `send_open_file` sends the given part of a file the handler opened; a
+/// length past the file's end closes the connection after the bytes that
+/// exist instead of leaving the client waiting for the rest.
+#[tokio::test]
+async fn open_file_sends_the_part_given_and_closes_when_it_is_short() {
+    let dir = TempDir::new("open");
+    let path = dir.file("open.bin", b"0123456789");
+    let server = {
+        let path = path.clone();
+        serve(move |req: Request<Connection>| {
+            let file = std::fs::File::open(&path).unwrap();
+            let length = if req.uri().path() == "/short" { 20 } else { 5 };
+            async move { Response::new(mist::send_open_file(file, 3, length)) }
+        })
+        .await
+    };
+    let resp = roundtrip(&server, get("/")).await;
+    assert_eq!(resp.header("content-length"), Some("5"));
+    assert_eq!(resp.body, b"34567");
+
+    let mut client = Client::connect(&server).await;
+    client.send(get("/short")).await;
+    let raw = client.read_to_close().await;
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(String::from_utf8_lossy(&raw[..head_end]).contains("content-length: 20"));
+    assert_eq!(&raw[head_end..], b"3456789");
+}
