@@ -803,6 +803,11 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         )
         .await;
     }
+    // The next connection takes the buffers instead of allocating its own.
+    transport.read_buf.clear();
+    pool_give(&mut transport.read_buf);
+    write_buf.clear();
+    pool_give(write_buf);
 }
 
 /// Writes the connection's last bytes; on plain TCP (Linux) so that they

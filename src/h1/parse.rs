@@ -131,14 +131,21 @@ pub(crate) fn parse_head(
         (n, _) if n > 1 => return Err(ParseError::BadRequest("repeated host header")),
         _ => {}
     }
-    let uri = request_uri(&method, head.slice(path_range), framing.host, scheme, host)?;
-
     let keep_alive = match version {
         // RFC 9112 §9.3: HTTP/1.1 persists unless "close" was sent; HTTP/1.0
         // only when it asked for "keep-alive".
         Version::HTTP_11 => !framing.close,
         _ => framing.keep_alive && !framing.close,
     };
+    // The last request of a connection has no next one to keep its host for.
+    let keep_host = if keep_alive { Some(host) } else { None };
+    let uri = request_uri(
+        &method,
+        head.slice(path_range),
+        framing.host,
+        scheme,
+        keep_host,
+    )?;
     // RFC 9110 §10.1.1: 100-continue only means something for an HTTP/1.1
     // request that has content.
     let expect_continue =
@@ -210,28 +217,31 @@ fn request_uri(
     target: Bytes,
     host: Option<Bytes>,
     scheme: &Scheme,
-    last_host: &mut Option<Authority>,
+    last_host: Option<&mut Option<Authority>>,
 ) -> Result<Uri, ParseError> {
     let host = match host {
         Some(value) if !value.is_empty() => Some(match last_host {
-            Some(last) if last.as_str().as_bytes() == &value[..] => last.clone(),
+            Some(Some(last)) if last.as_str().as_bytes() == &value[..] => last.clone(),
             _ => {
                 // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
                 if value.contains(&b'@') {
                     return Err(ParseError::BadRequest("invalid host header"));
                 }
                 let invalid = |_| ParseError::BadRequest("invalid host header");
-                if value.len() > HOST_CACHE_MAX {
-                    // Not kept: a connection must not hold a client's
-                    // 60 KB Host between its requests.
-                    Authority::from_maybe_shared(value).map_err(invalid)?
-                } else {
-                    // A copy, not a slice of the head: kept for the next
-                    // request, it must not pin the read buffer.
-                    let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
-                        .map_err(invalid)?;
-                    *last_host = Some(authority.clone());
-                    authority
+                match last_host {
+                    // Kept for the next request: a copy, not a slice of
+                    // the head, so that it does not pin the read buffer.
+                    Some(last_host) if value.len() <= HOST_CACHE_MAX => {
+                        let authority =
+                            Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
+                                .map_err(invalid)?;
+                        *last_host = Some(authority.clone());
+                        authority
+                    }
+                    // Not kept: the connection ends after this request, or
+                    // the value is too long to hold between requests (a
+                    // client's 60 KB Host).
+                    _ => Authority::from_maybe_shared(value).map_err(invalid)?,
                 }
             }
         }),
