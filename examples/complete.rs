@@ -303,8 +303,9 @@ struct Root {
 /// `GET, HEAD /file/<path>`: a file under the root, zero-copy, with
 /// `Range` (one range), `Last-Modified` and `If-Modified-Since`.
 fn serve_file(req: &Request<Connection>, root: &Root, url_path: &str) -> Response<ResponseData> {
-    let Some((file, name)) = open_under(root, url_path) else {
-        return status(StatusCode::NOT_FOUND);
+    let (file, name) = match open_under(root, url_path) {
+        Ok(opened) => opened,
+        Err(code) => return status(code),
     };
     let Ok(metadata) = file.metadata() else {
         return status(StatusCode::NOT_FOUND);
@@ -367,25 +368,34 @@ fn serve_file(req: &Request<Connection>, root: &Root, url_path: &str) -> Respons
 }
 
 /// Opens the file a `/file/` path names, if it lies inside the root, with
-/// the path's last segment (its name, for the content type). The path is
-/// percent-decoded and `..` refused. On Linux the file is opened relative
-/// to the open root with `openat2(RESOLVE_BENEATH)`, which refuses any
-/// symlink that leads out of the root in the same system call; a symlink
-/// it cannot follow that way (an absolute one) takes the slow path below.
-/// Opened non-blocking, so that a FIFO under the root cannot hang the
-/// server: the caller serves regular files only.
-fn open_under(root: &Root, url_path: &str) -> Option<(std::fs::File, String)> {
-    let decoded = percent_decode(url_path)?;
+/// the path's last segment: the content type comes from the name asked
+/// for, as in nginx (a symlink `notes` to `a.txt` is served as octet
+/// stream). The path is percent-decoded and `..` refused. On Linux the file
+/// is opened relative to the open root with `openat2(RESOLVE_BENEATH)`,
+/// which refuses any symlink that leads out of the root in the same system
+/// call; a symlink it cannot follow that way (an absolute one) takes the
+/// slow path below. Like nginx, the file is opened before its type is
+/// known (the caller serves regular files only), non-blocking, so that a
+/// FIFO under the root cannot hang the server. The error is the status to
+/// answer: 404 for what does not exist or may not be reached, 403 for a
+/// file that may not be read, 500 for the server's own trouble (out of
+/// descriptors, say), which must not look like a missing file.
+fn open_under(root: &Root, url_path: &str) -> Result<(std::fs::File, String), StatusCode> {
+    let decoded = percent_decode(url_path).ok_or(StatusCode::NOT_FOUND)?;
     let mut relative = PathBuf::new();
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
-            ".." => return None,
-            s if s.contains('\0') => return None,
+            ".." => return Err(StatusCode::NOT_FOUND),
+            s if s.contains('\0') => return Err(StatusCode::NOT_FOUND),
             s => relative.push(s),
         }
     }
-    let name = relative.file_name()?.to_str()?.to_string();
+    let name = relative
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or(StatusCode::NOT_FOUND)?
+        .to_string();
     #[cfg(target_os = "linux")]
     if let Some(dir) = &root.dir {
         use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
@@ -397,11 +407,12 @@ fn open_under(root: &Root, url_path: &str) -> Option<(std::fs::File, String)> {
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         ) {
-            Ok(fd) => return Some((fd.into(), name)),
-            // An absolute symlink (or one leading out), or a kernel
-            // without openat2: decide on the resolved path below.
-            Err(Errno::XDEV | Errno::NOSYS | Errno::PERM) => {}
-            Err(_) => return None,
+            Ok(fd) => return Ok((fd.into(), name)),
+            // An absolute symlink (or one leading out), a kernel without
+            // openat2, or a rename racing the lookup (EAGAIN): decide on
+            // the resolved path below.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::PERM | Errno::AGAIN) => {}
+            Err(err) => return Err(open_error(err.into())),
         }
     }
     resolve(&root.path, &relative).map(|file| (file, name))
@@ -409,12 +420,38 @@ fn open_under(root: &Root, url_path: &str) -> Option<(std::fs::File, String)> {
 
 /// The slow path of [`open_under`]: symlinks resolved, then the result
 /// checked to be a regular file still under the root.
-fn resolve(root: &Path, relative: &Path) -> Option<std::fs::File> {
-    let real = std::fs::canonicalize(root.join(relative)).ok()?;
+fn resolve(root: &Path, relative: &Path) -> Result<std::fs::File, StatusCode> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let real = std::fs::canonicalize(root.join(relative)).map_err(|_| StatusCode::NOT_FOUND)?;
     if !(real.starts_with(root) && real.is_file()) {
-        return None;
+        return Err(StatusCode::NOT_FOUND);
     }
-    std::fs::File::open(real).ok()
+    // Non-blocking: it may have become a FIFO since `is_file`.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(real)
+        .map_err(open_error)
+}
+
+/// The status for a file that exists but could not be opened.
+fn open_error(err: std::io::Error) -> StatusCode {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
+            StatusCode::NOT_FOUND
+        }
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        // A symlink loop, or a name too long: nothing to find there.
+        _ if matches!(err.raw_os_error(), Some(code)
+            if code == rustix::io::Errno::LOOP.raw_os_error()
+                || code == rustix::io::Errno::NAMETOOLONG.raw_os_error()
+                || code == rustix::io::Errno::NXIO.raw_os_error()) =>
+        {
+            StatusCode::NOT_FOUND
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {

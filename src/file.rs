@@ -162,10 +162,12 @@ pub fn send_file(
 /// For a handler that opens the file its own way (relative to a directory
 /// it holds open, say) and has read its metadata anyway, to set
 /// `content-length`, `last-modified` or a range: no second open or `stat`.
-/// The length is taken as given; if the file holds fewer bytes when they
-/// are sent, the connection is closed after the bytes that exist, as when
-/// a file shrinks while [`send_file`]'s body is sent, so a client never
-/// takes a short body for a whole one.
+/// The length is taken as given and becomes the `content-length`; if the
+/// file holds fewer bytes when they are sent (an offset past its end
+/// included, or an `offset + length` past `u64::MAX`), the connection is
+/// closed after the head and the bytes that exist, as when a file shrinks
+/// while [`send_file`]'s body is sent, so a client never takes a short
+/// body for a whole one.
 ///
 /// ```no_run
 /// use http::Response;

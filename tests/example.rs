@@ -844,7 +844,8 @@ fn sigint_on_an_idle_server_exits_0_promptly() {
 
 /// A `--root` folder for one test, removed on drop: `a.txt`, `sub/b.css`,
 /// absolute and relative symlinks inside the root and leading out of it, a
-/// FIFO, and a secret next to the root that no URL may reach.
+/// symlink loop, a FIFO, and a secret next to the root that no URL may
+/// reach.
 struct Root(PathBuf);
 
 impl Root {
@@ -860,6 +861,8 @@ impl Root {
         std::os::unix::fs::symlink(base.join("secret.txt"), root.join("outside-link.txt")).unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("relative-link.txt")).unwrap();
         std::os::unix::fs::symlink("../secret.txt", root.join("relative-out.txt")).unwrap();
+        std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+        std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
         // A FIFO: opening it for reading would wait for a writer.
         let made = std::process::Command::new("mkfifo")
             .arg(root.join("pipe.txt"))
@@ -969,6 +972,7 @@ async fn file_route_never_leaves_the_root() {
         "/file/outside-link.txt",
         "/file/relative-out.txt",
         "/file/pipe.txt",
+        "/file/loop-a",
         "/file/sub",
         "/file/",
         "/file/missing.txt",

@@ -414,6 +414,7 @@ async fn read_head<S: Socket>(
                 }
             }
             scanned = transport.read_buf.len();
+            transport.shrink_for_trickle();
         }
         // Everything buffered has been answered: send it before waiting.
         if flush(transport, write_buf, config).await.is_err() {

@@ -57,8 +57,9 @@ pub(crate) struct Transport<S> {
     /// halves after a read that used a quarter of it at most. A client
     /// that sends large requests is then read in one system call per
     /// request instead of two or more, without giving every connection
-    /// large buffers. (Only while the connection is busy: an idle one
-    /// holds no buffer at all.)
+    /// large buffers: an idle plain-TCP connection holds no buffer at all,
+    /// and a head that trickles in is moved to a small one (see
+    /// [`Transport::shrink_for_trickle`]).
     read_size: u32,
     /// The response failed midway: close with a reset, never a clean end.
     aborted: bool,
@@ -100,6 +101,7 @@ impl<S: crate::io::Socket> Transport<S> {
             &mut self.read_buf,
             &mut self.raw_read,
             &mut self.read_size,
+            0,
             cx,
         )
     }
@@ -121,6 +123,23 @@ impl<S: crate::io::Socket> Transport<S> {
         self.armed = false;
     }
 
+    /// A head that is still incomplete after a read: if it sits in a large
+    /// buffer (the connection's reads had grown), moves it to a small one
+    /// and starts the reads small again. A client that sent large requests
+    /// and then trickles a head must not hold 128 KiB for the header
+    /// timeout. Heads mostly arrive whole, so this costs nothing then.
+    pub(crate) fn shrink_for_trickle(&mut self) {
+        if self.read_buf.capacity() <= 2 * READ_CHUNK || self.read_buf.len() > READ_CHUNK / 2 {
+            return;
+        }
+        let mut small = BytesMut::with_capacity(READ_CHUNK);
+        small.extend_from_slice(&self.read_buf);
+        let mut large = std::mem::replace(&mut self.read_buf, small);
+        large.clear();
+        pool_give(&mut large);
+        self.read_size = READ_CHUNK as u32;
+    }
+
     /// Reads more bytes, giving up at `deadline`.
     ///
     /// This and [`Transport::write_out`] are plain `poll_fn`s rather than
@@ -137,6 +156,7 @@ impl<S: crate::io::Socket> Transport<S> {
                 &mut self.read_buf,
                 &mut self.raw_read,
                 &mut self.read_size,
+                0,
                 cx,
             ) {
                 return Poll::Ready(Ok(read));
@@ -238,10 +258,14 @@ impl<S: crate::io::Socket> Transport<S> {
                 Decoder::Chunked(..) => BODY_READ_MAX / 4,
                 _ => 0,
             };
-            if self.read_buf.capacity() - self.read_buf.len() < want {
-                self.read_buf.reserve(want);
-            }
-            match self.poll_read(cx) {
+            match poll_read_buf(
+                &mut self.stream,
+                &mut self.read_buf,
+                &mut self.raw_read,
+                &mut self.read_size,
+                want,
+                cx,
+            ) {
                 Poll::Ready(Ok(n)) if n > 0 => self.armed = false,
                 // The client closed (or broke) the connection mid-body.
                 Poll::Ready(_) => return Poll::Ready(Err(self.fail())),
@@ -349,8 +373,12 @@ pub(crate) fn pool_give(buf: &mut BytesMut) {
         return;
     }
     let mut buf = std::mem::take(buf);
-    // Reclaims the whole allocation when no frozen head still shares it.
-    if buf.capacity() < READ_CHUNK && !buf.try_reclaim(READ_CHUNK) {
+    // Reclaims the whole allocation (the room of the bytes already split
+    // off too) when nothing split off still shares it: the pool then
+    // counts every byte it holds. A buffer still shared (a request's header
+    // values kept by a handler) counts only its own room; if that is small,
+    // it is not worth keeping.
+    if !buf.try_reclaim(buf.capacity() + 1) && buf.capacity() < READ_CHUNK {
         return;
     }
     if buf.capacity() > POOL_KEEP_MAX {
@@ -407,12 +435,13 @@ pub(crate) fn map_give(mut map: HeaderMap) {
 
 /// One read from `stream` into `buf`, counted in `raw_read`, with room for
 /// `read_size` bytes (adapted to what the read brings, see
-/// [`Transport::read_size`]).
+/// [`Transport::read_size`]) and at least `at_least`.
 fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     raw_read: &mut u64,
     read_size: &mut u32,
+    at_least: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     let size = *read_size as usize;
@@ -420,8 +449,8 @@ fn poll_read_buf<S: tokio::io::AsyncRead + Unpin>(
         *buf = pool_take();
     }
     let room = buf.capacity() - buf.len();
-    if room < size / 4 || (size > READ_CHUNK && room < size) {
-        buf.reserve(size);
+    if room < at_least || room < size / 4 || (size > READ_CHUNK && room < size) {
+        buf.reserve(size.max(at_least));
     }
     let room = buf.capacity() - buf.len();
     // `read_buf` keeps no state between polls, so polling a fresh one each
@@ -494,7 +523,7 @@ mod tests {
         read_size: &mut u32,
     ) -> usize {
         let mut raw = 0;
-        poll_fn(|cx| poll_read_buf(stream, buf, &mut raw, read_size, cx))
+        poll_fn(|cx| poll_read_buf(stream, buf, &mut raw, read_size, 0, cx))
             .await
             .unwrap()
     }
@@ -528,5 +557,41 @@ mod tests {
         }
         assert_eq!(small[0], READ_MAX / 2);
         assert_eq!(*small.last().unwrap(), READ_CHUNK);
+    }
+
+    /// The pool counts the whole allocation of a buffer whose bytes were
+    /// split off and dropped, not just the room left after them.
+    #[test]
+    fn pool_counts_the_room_of_split_off_bytes() {
+        let mut buf = BytesMut::with_capacity(READ_MAX);
+        buf.resize(120 * 1024, b'x');
+        drop(buf.split_to(120 * 1024).freeze());
+        assert_eq!(buf.capacity(), 8 * 1024);
+        let before = POOL.with(|pool| pool.borrow().bytes);
+        pool_give(&mut buf);
+        let after = POOL.with(|pool| pool.borrow().bytes);
+        assert_eq!(after - before, READ_MAX);
+        assert_eq!(pool_take().capacity(), READ_MAX);
+    }
+
+    /// A partial head in a grown buffer moves to a small one, and the
+    /// connection's reads start small again.
+    #[tokio::test]
+    async fn trickled_head_leaves_its_large_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut transport = Transport::new(stream);
+        transport.read_buf = BytesMut::with_capacity(READ_MAX);
+        transport
+            .read_buf
+            .extend_from_slice(b"GET / HTTP/1.1\r\nHo");
+        transport.read_size = READ_MAX as u32;
+        transport.shrink_for_trickle();
+        assert_eq!(&transport.read_buf[..], b"GET / HTTP/1.1\r\nHo");
+        assert!(transport.read_buf.capacity() <= READ_CHUNK);
+        assert_eq!(transport.read_size, READ_CHUNK as u32);
     }
 }

@@ -116,9 +116,10 @@ fn bind_one(address: SocketAddr, dual_stack: bool) -> std::io::Result<Listener> 
 /// `recvfrom` per connection under `Connection: close` load, against
 /// nginx's one). A socket registered here starts with no readiness and is
 /// read once the reactor reports it, as nginx does (without `deferred`).
-/// Nothing waits longer when the request is already there: the socket is
+/// A request that is already there is not missed: the socket is
 /// registered edge-triggered with the bytes pending, so the reactor's next
-/// poll reports it.
+/// poll reports it (one turn of the scheduler later than tokio's guess,
+/// `docs/performance.md` item 22).
 pub(super) struct Listener {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     io: tokio::io::unix::AsyncFd<std::net::TcpListener>,
@@ -142,7 +143,10 @@ impl Listener {
     }
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return self.io.get_ref().local_addr();
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return self.io.local_addr();
     }
 
     /// Accepts the next connection, or registers the waker.
@@ -166,9 +170,16 @@ impl Listener {
                 Ok(accepted) => accepted,
                 Err(err) => return Poll::Ready(Err(err)),
             };
+            // Cannot happen on a TCP listener; if it did, it would concern
+            // this connection only (no backoff).
             let peer = peer
                 .and_then(|peer| SocketAddr::try_from(peer).ok())
-                .ok_or_else(|| io::Error::other("accepted a socket without an IP peer"));
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "accepted a socket without an IP peer",
+                    )
+                });
             let stream = peer
                 .and_then(|peer| Ok((TcpStream::from_std(std::net::TcpStream::from(fd))?, peer)));
             return Poll::Ready(stream);

@@ -421,11 +421,52 @@ async fn accept(
 
 /// Errors that concern one connection, not the listener.
 fn is_connection_error(err: &io::Error) -> bool {
+    use rustix::io::Errno;
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
-    )
+    ) || err.raw_os_error().is_some_and(|code| {
+        // accept(2) on Linux: "the network errors defined for the protocol
+        // [...] treat them like EAGAIN by retrying": a pending error of
+        // the new connection, not of the listener.
+        let code = Errno::from_raw_os_error(code);
+        [
+            Errno::NETDOWN,
+            Errno::PROTO,
+            Errno::NOPROTOOPT,
+            Errno::HOSTDOWN,
+            Errno::NONET,
+            Errno::HOSTUNREACH,
+            Errno::OPNOTSUPP,
+            Errno::NETUNREACH,
+        ]
+        .contains(&code)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    /// A network error the new connection brought with it is skipped; the
+    /// listener's own trouble (out of descriptors) backs off.
+    #[test]
+    fn accept_errors_of_one_connection_do_not_back_off() {
+        let os = |errno: Errno| io::Error::from_raw_os_error(errno.raw_os_error());
+        for errno in [
+            Errno::PROTO,
+            Errno::HOSTUNREACH,
+            Errno::NETDOWN,
+            Errno::CONNABORTED,
+        ] {
+            assert!(is_connection_error(&os(errno)), "{errno:?}");
+        }
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            assert!(!is_connection_error(&os(errno)), "{errno:?}");
+        }
+    }
 }
