@@ -116,7 +116,7 @@ pub(crate) fn parse_head(
             .map_err(|_| ParseError::BadRequest("invalid header field value"))?;
         if name == header::HOST {
             framing.hosts += 1;
-            framing.host = Some(head.slice(value_at..value_at + value_len));
+            framing.host = Some(value_at..value_at + value_len);
         } else {
             framing.observe(&name, &value)?;
         }
@@ -139,10 +139,11 @@ pub(crate) fn parse_head(
     };
     // The last request of a connection has no next one to keep its host for.
     let keep_host = if keep_alive { Some(host) } else { None };
+    let host_value = framing.host.clone().map(|range| (&head, range));
     let uri = request_uri(
         &method,
         head.slice(path_range),
-        framing.host,
+        host_value,
         scheme,
         keep_host,
     )?;
@@ -206,23 +207,26 @@ fn version_error(buf: &[u8]) -> ParseError {
     }
 }
 
-/// Builds the request URI (RFC 9112 §3.2–§3.3): origin-form gets its
-/// authority from `Host`, absolute-form keeps its own, `*` only for OPTIONS,
-/// authority-form only for CONNECT.
 /// The longest `Host` value a connection keeps for its next request.
 const HOST_CACHE_MAX: usize = 255;
 
+/// Builds the request URI (RFC 9112 §3.2–§3.3): origin-form gets its
+/// authority from `Host` (given as where its value lies in the head: it is
+/// only sliced out, a reference count taken, when it is not the cached
+/// one), absolute-form keeps its own, `*` only for OPTIONS,
+/// authority-form only for CONNECT.
 fn request_uri(
     method: &Method,
     target: Bytes,
-    host: Option<Bytes>,
+    host: Option<(&Bytes, std::ops::Range<usize>)>,
     scheme: &Scheme,
     last_host: Option<&mut Option<Authority>>,
 ) -> Result<Uri, ParseError> {
     let host = match host {
-        Some(value) if !value.is_empty() => Some(match last_host {
-            Some(Some(last)) if last.as_str().as_bytes() == &value[..] => last.clone(),
+        Some((head, range)) if !range.is_empty() => Some(match last_host {
+            Some(Some(last)) if last.as_str().as_bytes() == &head[range.clone()] => last.clone(),
             _ => {
+                let value = &head[range.clone()];
                 // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
                 if value.contains(&b'@') {
                     return Err(ParseError::BadRequest("invalid host header"));
@@ -232,16 +236,15 @@ fn request_uri(
                     // Kept for the next request: a copy, not a slice of
                     // the head, so that it does not pin the read buffer.
                     Some(last_host) if value.len() <= HOST_CACHE_MAX => {
-                        let authority =
-                            Authority::from_maybe_shared(Bytes::copy_from_slice(&value))
-                                .map_err(invalid)?;
+                        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(value))
+                            .map_err(invalid)?;
                         *last_host = Some(authority.clone());
                         authority
                     }
                     // Not kept: the connection ends after this request, or
                     // the value is too long to hold between requests (a
                     // client's 60 KB Host).
-                    _ => Authority::from_maybe_shared(value).map_err(invalid)?,
+                    _ => Authority::from_maybe_shared(head.slice(range)).map_err(invalid)?,
                 }
             }
         }),
@@ -289,7 +292,8 @@ struct Framing {
     chunked: bool,
     other_coding: bool,
     hosts: usize,
-    host: Option<Bytes>,
+    /// Where the (last) `Host` value lies in the head.
+    host: Option<std::ops::Range<usize>>,
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
