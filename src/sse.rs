@@ -484,7 +484,6 @@ async fn run<State, Message, Loop>(
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
-            let mut stopping = pin!(shutdown.stopped());
             poll_fn(|cx| {
                 if let Poll::Ready(message) = messages.poll_recv(cx) {
                     return Poll::Ready(Event::Message(message));
@@ -497,7 +496,7 @@ async fn run<State, Message, Loop>(
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
                     return Poll::Ready(Event::ClientRead(read));
                 }
-                if stopping.as_mut().poll(cx).is_ready() {
+                if shutdown.poll_stopped(cx).is_ready() {
                     return Poll::Ready(Event::Shutdown);
                 }
                 if keep_alive.as_mut().poll(cx).is_ready() {

@@ -13,7 +13,7 @@ use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, Shutdown, Socket};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket, StopWatch};
 use crate::response::{ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
@@ -22,7 +22,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -36,7 +36,7 @@ pub(crate) struct ConnContext {
     pub config: Arc<Config>,
     /// Becomes true when the server shuts down: finish the request in
     /// flight, then close.
-    pub shutdown: Shutdown,
+    pub shutdown: StopWatch,
 }
 
 /// What the connection keeps of a request's head while its handler runs.
@@ -480,13 +480,12 @@ async fn wait_idle<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     deadline: Deadline,
-    shutdown: &Shutdown,
+    shutdown: &StopWatch,
 ) -> Idle {
     if transport.stream.as_plain_tcp().is_some() {
         pool_give(&mut transport.read_buf);
         pool_give(write_buf);
     }
-    let mut stopping = pin!(shutdown.stopped());
     let mut armed = false;
     poll_fn(|cx| {
         let ready = match transport.stream.as_plain_tcp() {
@@ -499,7 +498,7 @@ async fn wait_idle<S: Socket>(
         if ready.is_ready() {
             return ready;
         }
-        if stopping.as_mut().poll(cx).is_ready() {
+        if shutdown.poll_stopped(cx).is_ready() {
             // The shutdown may be seen before the readiness of a request
             // that already arrived: ask the socket itself, so a request
             // sent before the shutdown is still answered.

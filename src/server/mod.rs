@@ -359,7 +359,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
             peer: Some(peer),
             scheme: self.scheme.clone(),
             config: Arc::clone(&self.config),
-            shutdown,
+            shutdown: shutdown.watch(),
         };
         let handler = Arc::clone(&self.handler);
         // The TLS handshake runs in the connection's task, never here: a

@@ -692,7 +692,6 @@ async fn run<State, Custom, Init, Handler, Close>(
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
-            let mut stopping = pin!(shutdown.stopped());
             let mut armed = false;
             poll_fn(|cx| {
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
@@ -711,7 +710,7 @@ async fn run<State, Custom, Init, Handler, Close>(
                 if woken.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Woken);
                 }
-                if stopping.as_mut().poll(cx).is_ready() {
+                if shutdown.poll_stopped(cx).is_ready() {
                     return Poll::Ready(Event::Shutdown);
                 }
                 Poll::Pending
