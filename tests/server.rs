@@ -214,3 +214,121 @@ async fn many_concurrent_connections_are_served() {
     }
     assert_eq!(roundtrip(&server, get("/")).await.text(), "hi");
 }
+
+/// Every kind of waiting connection is woken by a graceful stop at once:
+/// idle keep-alive, connected but silent, WebSocket and event stream, on a
+/// multi-thread runtime, while other clients keep sending requests. With
+/// keep-alive and header timeouts of 120 s and a grace of 60 s, a
+/// connection the stop failed to wake would hold the server for a minute.
+/// (From a review's stress test, which failed with the wake removed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_wakes_every_waiting_connection() {
+    use mist::Next;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let keep: Arc<Mutex<Vec<mpsc::Sender<String>>>> = Arc::default();
+    let kept = Arc::clone(&keep);
+    let server = start(
+        mist::new(move |req: Request<Connection>| {
+            let kept = Arc::clone(&kept);
+            async move {
+                match req.uri().path() {
+                    "/ws" => mist::websocket(
+                        req,
+                        |_conn| ((), None::<mpsc::Receiver<()>>),
+                        |_state, _conn, _message| Next::Continue,
+                        |_state| {},
+                    ),
+                    "/sse" => {
+                        let (tx, rx) = mpsc::channel::<String>(1);
+                        kept.lock().unwrap().push(tx);
+                        mist::server_sent_events(
+                            req,
+                            Response::builder().body(()).unwrap(),
+                            move || Ok::<_, String>(((), rx)),
+                            |_message, _conn, _state| Next::Continue,
+                        )
+                    }
+                    _ => text(200, "ok"),
+                }
+            }
+        })
+        .keep_alive_timeout(Duration::from_secs(120))
+        .header_read_timeout(Duration::from_secs(120)),
+    )
+    .await;
+    let port = server.port();
+    // Each waiting client reads until the server closes (answering a
+    // WebSocket close frame, so that the closing handshake can end).
+    let until_closed = |mut stream: TcpStream| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            if buf[..n].contains(&0x88) {
+                let close = [0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe9 ^ 2];
+                let _ = stream.write_all(&close).await;
+            }
+        }
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
+        let mut idle = Client::connect_port(port).await;
+        idle.send(get("/")).await;
+        assert_eq!(idle.response().await.status, 200);
+        waiting.push(tokio::spawn(until_closed(idle.stream)));
+        let silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        waiting.push(tokio::spawn(until_closed(silent)));
+    }
+    for (path, upgrade) in [("/ws", true), ("/sse", false)] {
+        for _ in 0..10 {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let head = if upgrade {
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+            } else {
+                format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")
+            };
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(if upgrade {
+                b"HTTP/1.1 101"
+            } else {
+                b"HTTP/1.1 200"
+            }));
+            waiting.push(tokio::spawn(until_closed(stream)));
+        }
+    }
+    // Clients that keep sending requests through the stop, each reading
+    // its response (ending in "ok") before the next, until the close.
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        busy.push(tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            'requests: while stream.write_all(get("/").as_bytes()).await.is_ok() {
+                let mut got = Vec::new();
+                while !got.ends_with(b"ok") {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                        _ => break 'requests,
+                    }
+                }
+            }
+        }));
+    }
+    server.shutdown(Duration::from_secs(60));
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("every waiting connection was woken by the stop");
+    for client in waiting.into_iter().chain(busy) {
+        tokio::time::timeout(SAFETY_TIMEOUT, client)
+            .await
+            .expect("the client saw its connection close")
+            .unwrap();
+    }
+    drop(keep);
+}
