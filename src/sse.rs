@@ -485,6 +485,11 @@ async fn run<State, Message, Loop>(
             let mut read = pin!(io.read_buf(&mut read_buf));
             let mut woken = pin!(shared.wake.notified());
             poll_fn(|cx| {
+                // First: a stream whose application never stops sending
+                // must still end at a graceful stop, not at its grace.
+                if shutdown.poll_stopped(cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
                 if let Poll::Ready(message) = messages.poll_recv(cx) {
                     return Poll::Ready(Event::Message(message));
                 }
@@ -495,9 +500,6 @@ async fn run<State, Message, Loop>(
                 // ends when it leaves, which must end the loop at once.
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
                     return Poll::Ready(Event::ClientRead(read));
-                }
-                if shutdown.poll_stopped(cx).is_ready() {
-                    return Poll::Ready(Event::Shutdown);
                 }
                 if keep_alive.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::KeepAlive);

@@ -694,6 +694,12 @@ async fn run<State, Custom, Init, Handler, Close>(
             let mut woken = pin!(shared.wake.notified());
             let mut armed = false;
             poll_fn(|cx| {
+                // First: a client (or an application) that never stops
+                // sending must still be closed at a graceful stop, with a
+                // 1001, not aborted when the grace runs out.
+                if shutdown.poll_stopped(cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
                 if let Poll::Ready(read) = read.as_mut().poll(cx) {
                     return Poll::Ready(Event::Read(read));
                 }
@@ -709,9 +715,6 @@ async fn run<State, Custom, Init, Handler, Close>(
                 }
                 if woken.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Woken);
-                }
-                if shutdown.poll_stopped(cx).is_ready() {
-                    return Poll::Ready(Event::Shutdown);
                 }
                 Poll::Pending
             })
