@@ -132,6 +132,11 @@ async fn run() -> ExitCode {
     if args.ipv6 {
         builder = builder.with_ipv6();
     }
+    // The signal handlers go in before the server starts: a supervisor may
+    // send SIGTERM as soon as it sees the Listening line, and a signal that
+    // came before them would kill the process outright, dropping the
+    // requests in flight instead of finishing them.
+    let signals = Signals::install();
     let started = match &args.tls {
         Some((cert, key)) => builder.start_https(cert, key).await.map_err(|err| {
             format!(
@@ -149,27 +154,41 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    signals.wait().await;
     eprintln!("shutting down");
     server.shutdown(SHUTDOWN_GRACE);
     server.wait().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Completes at the first SIGINT or SIGTERM (at Ctrl-C alone if the
+    /// handlers could not be installed).
+    async fn wait(self) {
+        match (self.int, self.term) {
+            (Some(mut int), Some(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
