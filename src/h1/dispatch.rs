@@ -689,16 +689,7 @@ async fn write_rest<S: Socket>(
             // On plain TCP the head waits for the file's first bytes and
             // leaves with them (`sendfile` pushes its last piece): a small
             // file goes out in one segment instead of two.
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Some(tcp) = transport.stream.as_plain_tcp() {
-                let timer = &mut transport.timer;
-                let head =
-                    crate::io::write_corked(tcp, write_buf, timer, config.write_timeout).await;
-                write_buf.clear();
-                head?;
-                return file.send_zero_copy(tcp, timer, config.write_timeout).await;
-            }
-            flush(transport, write_buf, config).await?;
+            flush_corked(transport, write_buf, config).await?;
             let Transport { stream, timer, .. } = transport;
             match stream.as_plain_tcp() {
                 Some(tcp) => file.send_zero_copy(tcp, timer, config.write_timeout).await,
@@ -782,7 +773,7 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
     if transport.aborted() {
         return;
     }
-    if flush_last(transport, write_buf, config).await.is_err() {
+    if flush_corked(transport, write_buf, config).await.is_err() {
         return;
     }
     let unread = !transport.read_buf.is_empty()
@@ -795,7 +786,7 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         // the close itself: a client may already have sent more (pipelined
         // after this response), and closing with unread input resets the
         // connection and discards what is still queued to send, the
-        // response corked by `flush_last` included. The shutdown sends it.
+        // response corked by `flush_corked` included. The shutdown sends it.
         let _ = timed(
             &mut transport.timer,
             Deadline::After(config.write_timeout),
@@ -810,10 +801,11 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
     pool_give(write_buf);
 }
 
-/// Writes the connection's last bytes; on plain TCP (Linux) so that they
-/// leave with the FIN of the shutdown that follows (see
-/// [`crate::io::write_corked`]).
-async fn flush_last<S: Socket>(
+/// Writes the buffer when more is sure to follow at once: the FIN of a
+/// closing connection, or a file's bytes. On plain TCP (Linux) the bytes
+/// are corked so that they leave with what follows (see
+/// [`crate::io::write_corked`]); elsewhere a plain flush.
+async fn flush_corked<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
     config: &Config,

@@ -96,12 +96,22 @@ impl<S: crate::io::Socket> Transport<S> {
 
     /// One read into the read buffer; `Ok(0)` is the end of the stream.
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_at_least(0, cx)
+    }
+
+    /// One read with room for at least `at_least` bytes (and the room the
+    /// connection's reads have grown to).
+    fn poll_read_at_least(
+        &mut self,
+        at_least: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         poll_read_buf(
             &mut self.stream,
             &mut self.read_buf,
             &mut self.raw_read,
             &mut self.read_size,
-            0,
+            at_least,
             cx,
         )
     }
@@ -151,14 +161,7 @@ impl<S: crate::io::Socket> Transport<S> {
     ) -> impl Future<Output = Result<io::Result<usize>, TimedOut>> + '_ {
         let mut armed = false;
         poll_fn(move |cx| {
-            if let Poll::Ready(read) = poll_read_buf(
-                &mut self.stream,
-                &mut self.read_buf,
-                &mut self.raw_read,
-                &mut self.read_size,
-                0,
-                cx,
-            ) {
+            if let Poll::Ready(read) = self.poll_read(cx) {
                 return Poll::Ready(Ok(read));
             }
             poll_deadline(&mut self.timer, &mut armed, deadline, cx).map(|()| Err(TimedOut))
@@ -258,14 +261,7 @@ impl<S: crate::io::Socket> Transport<S> {
                 Decoder::Chunked(..) => BODY_READ_MAX / 4,
                 _ => 0,
             };
-            match poll_read_buf(
-                &mut self.stream,
-                &mut self.read_buf,
-                &mut self.raw_read,
-                &mut self.read_size,
-                want,
-                cx,
-            ) {
+            match self.poll_read_at_least(want, cx) {
                 Poll::Ready(Ok(n)) if n > 0 => self.armed = false,
                 // The client closed (or broke) the connection mid-body.
                 Poll::Ready(_) => return Poll::Ready(Err(self.fail())),
