@@ -98,6 +98,27 @@ mod keep_alive {
         assert!(client.is_closed().await);
     }
 
+    /// An HTTP/1.0 client that asked for keep-alive gets one `connection`
+    /// field, the close the handler asked for, not the engine's keep-alive.
+    #[tokio::test]
+    async fn response_connection_close_overrides_http10_keep_alive() {
+        let server = serve(|_req: Request<Connection>| async {
+            Response::builder()
+                .header("connection", "Close")
+                .body(ResponseData::from("bye"))
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        let resp = client.response().await;
+        assert_eq!(resp.text(), "bye");
+        assert_eq!(resp.all("connection"), ["close"]);
+        assert!(client.is_closed().await);
+    }
+
     #[tokio::test]
     async fn idle_connection_closes_after_keep_alive_timeout() {
         let server =

@@ -367,7 +367,6 @@ fn conclude<S: Socket>(
         || continue_owed
         || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
     let (parts, body) = response.into_parts();
-    close |= asks_to_close(&parts);
     let rest = encode_response(
         write_buf,
         &parts,
@@ -556,7 +555,9 @@ async fn hand_over<S: Socket>(
     if write_buf.capacity() == 0 {
         write_buf = pool_take();
     }
-    encode_head(&mut write_buf, &parts, framing, connection, true);
+    // What the handler's `connection` field says does not matter: the
+    // protocol that takes over runs until one side ends it.
+    let _ = encode_head(&mut write_buf, &parts, framing, connection, true);
     if flush(&mut transport, &mut write_buf, &ctx.config)
         .await
         .is_err()
@@ -647,13 +648,19 @@ fn encode_response(
             return Err(io::Error::other("a WebSocket body outside an upgrade"));
         }
     };
-    encode_head(
-        write_buf,
-        parts,
-        framing,
-        connection_header(*close, version),
-        check_clock,
-    );
+    let head_at = write_buf.len();
+    let connection = connection_header(*close, version);
+    if encode_head(write_buf, parts, framing, connection, check_clock) && !*close {
+        // The handler asked to close. Its field went out as written unless
+        // the engine writes its own (HTTP/1.0's keep-alive): then the head
+        // is written again, saying close.
+        *close = true;
+        let closing = connection_header(true, version);
+        if closing != connection {
+            write_buf.truncate(head_at);
+            let _ = encode_head(write_buf, parts, framing, closing, false);
+        }
+    }
     if no_body || method_is_head {
         return Ok(Rest::Nothing);
     }
@@ -830,15 +837,6 @@ fn connection_header(close: bool, version: Version) -> Option<&'static [u8]> {
     }
 }
 
-/// The handler's response says `connection: close`.
-fn asks_to_close(parts: &response::Parts) -> bool {
-    parts.headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
-}
-
 async fn flush<S: Socket>(
     transport: &mut Transport<S>,
     write_buf: &mut BytesMut,
@@ -870,7 +868,8 @@ async fn respond_to_parse_error<S: Socket>(
     config: &Config,
 ) {
     let (parts, _) = plain_response(err.status(), err.as_str()).into_parts();
-    encode_head(
+    // Closing already, whatever the fields say.
+    let _ = encode_head(
         write_buf,
         &parts,
         Framing::Length(err.as_str().len() as u64),

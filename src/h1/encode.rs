@@ -33,22 +33,32 @@ pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
 /// the handler set for the first two are replaced by what the body really
 /// is. A handler's own `date` wins over the cached one, which is brought
 /// up to date first when `check_clock` is set (see [`with_date`]).
+///
+/// Returns whether the handler's own `connection` field has the `close`
+/// option: found on the way, where a lookup in the map beforehand would
+/// cost a hash per response. When `connection` is `None` that field went
+/// out as written, which already tells the client.
+#[must_use]
 pub(crate) fn encode_head(
     dst: &mut BytesMut,
     parts: &response::Parts,
     framing: Framing,
     connection: Option<&'static [u8]>,
     check_clock: bool,
-) {
+) -> bool {
     dst.reserve(256);
     write_status_line(dst, parts.status);
     let mut has_date = false;
+    let mut asks_to_close = false;
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        if connection.is_some() && name == header::CONNECTION {
-            continue;
+        if name == header::CONNECTION {
+            asks_to_close |= has_close_option(value.as_bytes());
+            if connection.is_some() {
+                continue;
+            }
         }
         has_date |= name == header::DATE;
         dst.put_slice(name.as_str().as_bytes());
@@ -76,6 +86,14 @@ pub(crate) fn encode_head(
         dst.put_slice(b"\r\n");
     }
     dst.put_slice(b"\r\n");
+    asks_to_close
+}
+
+/// A `connection` value that lists `close` (RFC 9110 §7.6.1).
+fn has_close_option(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 fn write_status_line(dst: &mut BytesMut, status: StatusCode) {
@@ -159,7 +177,7 @@ mod tests {
     fn head(resp: Response<()>, framing: Framing, conn: Option<&'static [u8]>) -> String {
         let (parts, ()) = resp.into_parts();
         let mut dst = BytesMut::new();
-        encode_head(&mut dst, &parts, framing, conn, true);
+        let _ = encode_head(&mut dst, &parts, framing, conn, true);
         String::from_utf8(dst.to_vec()).unwrap()
     }
 
