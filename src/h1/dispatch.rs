@@ -397,7 +397,9 @@ async fn read_head<S: Socket>(
     // byte is not parsed again from the start after every read.
     let mut scanned = 0;
     loop {
-        if worth_parsing(&transport.read_buf, scanned, config) {
+        // An empty buffer holds no head to parse, nor a partial one to
+        // move out of a large buffer.
+        if !transport.read_buf.is_empty() && worth_parsing(&transport.read_buf, scanned, config) {
             match parse_head(
                 &mut transport.read_buf,
                 config,

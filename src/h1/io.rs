@@ -139,7 +139,10 @@ impl<S: crate::io::Socket> Transport<S> {
     /// and then trickles a head must not hold 128 KiB for the header
     /// timeout. Heads mostly arrive whole, so this costs nothing then.
     pub(crate) fn shrink_for_trickle(&mut self) {
-        if self.read_buf.capacity() <= 2 * READ_CHUNK || self.read_buf.len() > READ_CHUNK / 2 {
+        if self.read_buf.is_empty()
+            || self.read_buf.capacity() <= 2 * READ_CHUNK
+            || self.read_buf.len() > READ_CHUNK / 2
+        {
             return;
         }
         let mut small = BytesMut::with_capacity(READ_CHUNK);
@@ -589,5 +592,14 @@ mod tests {
         assert_eq!(&transport.read_buf[..], b"GET / HTTP/1.1\r\nHo");
         assert!(transport.read_buf.capacity() <= READ_CHUNK);
         assert_eq!(transport.read_size, READ_CHUNK as u32);
+
+        // Between requests the buffer is empty: no head trickles, and a
+        // client that sends large requests keeps its large reads (shrinking
+        // here cost an 8 KiB read and a second `recvfrom` per 64 KiB echo).
+        transport.read_buf = BytesMut::with_capacity(READ_MAX);
+        transport.read_size = READ_MAX as u32;
+        transport.shrink_for_trickle();
+        assert_eq!(transport.read_buf.capacity(), READ_MAX);
+        assert_eq!(transport.read_size, READ_MAX as u32);
     }
 }
