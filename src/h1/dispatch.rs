@@ -212,7 +212,10 @@ where
             Err(err) => Err(err),
         };
         if written.is_err() || close_after {
-            Box::pin(close(&mut transport, &mut write_buf, &config)).await;
+            // A client that said this request was its last sends nothing
+            // after it (RFC 9112 §9.6).
+            let last_request = written.is_ok() && !exchange.keep_alive;
+            Box::pin(close(&mut transport, &mut write_buf, &config, last_request)).await;
             return;
         }
         if transport.decoder.is_pending() {
@@ -225,7 +228,7 @@ where
             })
             .await;
             if !drained {
-                Box::pin(close(&mut transport, &mut write_buf, &config)).await;
+                Box::pin(close(&mut transport, &mut write_buf, &config, false)).await;
                 return;
             }
         }
@@ -552,7 +555,7 @@ async fn hand_over<S: Socket>(
         ResponseData::ServerSentEvents(_) => {
             (Framing::CloseDelimited, connection_header(true, version))
         }
-        _ => return close(&mut transport, &mut write_buf, &ctx.config).await,
+        _ => return close(&mut transport, &mut write_buf, &ctx.config, false).await,
     };
     if write_buf.capacity() == 0 {
         write_buf = pool_take();
@@ -564,7 +567,7 @@ async fn hand_over<S: Socket>(
         .await
         .is_err()
     {
-        return close(&mut transport, &mut write_buf, &ctx.config).await;
+        return close(&mut transport, &mut write_buf, &ctx.config, false).await;
     }
     let Transport {
         stream, read_buf, ..
@@ -777,8 +780,15 @@ fn poll_chunk(
 
 /// Ends a connection after its last response: reset if the response failed
 /// midway; otherwise flush, then close, lingering if the client may still
-/// be sending (an unread or broken body, pipelined requests after a close).
-async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut, config: &Config) {
+/// be sending (an unread or broken body, pipelined requests after a close),
+/// with a half-close first unless `last_request`: the client said the
+/// request just answered was its last.
+async fn close<S: Socket>(
+    transport: &mut Transport<S>,
+    write_buf: &mut BytesMut,
+    config: &Config,
+    last_request: bool,
+) {
     if transport.aborted() {
         return;
     }
@@ -790,6 +800,11 @@ async fn close<S: Socket>(transport: &mut Transport<S>, write_buf: &mut BytesMut
         || matches!(transport.decoder, Decoder::Failed);
     if unread {
         linger(transport).await;
+    } else if last_request && transport.stream.as_plain_tcp().is_some() {
+        // The client said this request was its last and all of it has been
+        // read: nothing more will come, and the close itself sends the
+        // corked response with the FIN, a system call fewer per connection
+        // (nginx closes the same way). TLS still needs its close_notify.
     } else {
         // The FIN (and TLS's close_notify) before the close. Not left to
         // the close itself: a client may already have sent more (pipelined
