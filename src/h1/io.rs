@@ -405,15 +405,20 @@ thread_local! {
     static MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// An empty header map with room for `headers` fields.
+/// An empty header map with room for `headers` fields: a kept one if it
+/// is large enough (growing one would cost more than a new one: the
+/// allocations, and the frees of the old room), or a new one.
 pub(crate) fn map_take(headers: usize) -> HeaderMap {
-    let mut map = MAPS
-        .with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_default();
+    let kept = MAPS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        match pool.last() {
+            Some(map) if map.capacity() >= headers => pool.pop(),
+            _ => None,
+        }
+    });
     // A request with more fields than a map may hold is refused earlier
     // (`max_headers` is at most 512); this cannot fail.
-    let _ = map.try_reserve(headers);
-    map
+    kept.unwrap_or_else(|| HeaderMap::try_with_capacity(headers).unwrap_or_default())
 }
 
 /// Gives a map back for [`map_take`] (emptied here).

@@ -109,19 +109,22 @@ pub(crate) fn parse_head(
     let head = buf.split_to(head_len).freeze();
     let mut framing = Framing::default();
     let mut headers = super::io::map_take(indices.len());
-    for &[name_at, name_len, value_at, value_len] in indices {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| ParseError::BadRequest("invalid header field name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| ParseError::BadRequest("invalid header field value"))?;
-        if name == header::HOST {
-            framing.hosts += 1;
-            framing.host = Some(value_at..value_at + value_len);
-        } else {
-            framing.observe(&name, &value)?;
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        for &[name_at, name_len, value_at, value_len] in indices {
+            let name = names.name(&head[name_at..name_at + name_len])?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                .map_err(|_| ParseError::BadRequest("invalid header field value"))?;
+            if name == header::HOST {
+                framing.hosts += 1;
+                framing.host = Some(value_at..value_at + value_len);
+            } else {
+                framing.observe(&name, &value)?;
+            }
+            headers.append(name, value);
         }
-        headers.append(name, value);
-    }
+        Ok::<_, ParseError>(())
+    })?;
 
     let body = framing.body_kind(version)?;
     // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
@@ -163,6 +166,100 @@ pub(crate) fn parse_head(
         keep_alive,
         expect_continue,
     }))
+}
+
+/// Sets of the header-name cache (a power of two), of two names each.
+const NAME_SETS: usize = 64;
+
+/// The longest name the cache keeps: longer ones are rare, and a client
+/// must not make it hold much memory.
+const NAME_CACHE_MAX: usize = 64;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<NameCache> = const {
+        std::cell::RefCell::new(NameCache {
+            sets: [const { NameSet { ways: [None, None], recent: 0 } }; NAME_SETS],
+        })
+    };
+}
+
+/// Header names parsed recently on this worker thread. Clients repeat
+/// their field names on every request: a browser sends about 16, half of
+/// them names the `http` crate does not know, and those it copies into a
+/// new allocation every time. A name found here costs a comparison of its
+/// spelling and a clone (a reference count for an unknown name) instead of
+/// a lookup, an allocation and a free. Two-way set-associative: a name
+/// can be in either of its set's two places, and a new one replaces the
+/// one used less recently.
+struct NameCache {
+    sets: [NameSet; NAME_SETS],
+}
+
+struct NameSet {
+    ways: [Option<CachedName>; 2],
+    /// The way that found or took a name last.
+    recent: u8,
+}
+
+/// A name as a client spelled it (compared byte for byte: a plain memory
+/// comparison, where one that ignores case goes byte by byte), and the
+/// header name it is.
+struct CachedName {
+    spelling: [u8; NAME_CACHE_MAX],
+    len: u8,
+    name: HeaderName,
+}
+
+impl NameCache {
+    /// The header name spelled `bytes` (already checked to be a token by
+    /// httparse, and checked again on a miss).
+    #[inline]
+    fn name(&mut self, bytes: &[u8]) -> Result<HeaderName, ParseError> {
+        let set = &mut self.sets[name_set(bytes)];
+        for (way, cached) in set.ways.iter().enumerate() {
+            if let Some(cached) = cached {
+                if &cached.spelling[..usize::from(cached.len)] == bytes {
+                    set.recent = way as u8;
+                    return Ok(cached.name.clone());
+                }
+            }
+        }
+        let name = HeaderName::from_bytes(bytes)
+            .map_err(|_| ParseError::BadRequest("invalid header field name"))?;
+        if bytes.len() <= NAME_CACHE_MAX {
+            let mut spelling = [0; NAME_CACHE_MAX];
+            spelling[..bytes.len()].copy_from_slice(bytes);
+            let way = usize::from(set.recent ^ 1);
+            set.ways[way] = Some(CachedName {
+                spelling,
+                len: bytes.len() as u8,
+                name: name.clone(),
+            });
+            set.recent = way as u8;
+        }
+        Ok(name)
+    }
+}
+
+/// The cache set of a name: a multiplicative hash of its length and of its
+/// first and last eight bytes (four, or each byte, for shorter names; no
+/// copies, which would cost more than the lookup saves).
+fn name_set(name: &[u8]) -> usize {
+    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    let (first, last) = match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+        (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
+        _ => match (name.first_chunk::<4>(), name.last_chunk::<4>()) {
+            (Some(first), Some(last)) => (
+                u64::from(u32::from_le_bytes(*first)),
+                u64::from(u32::from_le_bytes(*last)),
+            ),
+            _ => (name.iter().fold(0, |word, &b| word << 8 | u64::from(b)), 0),
+        },
+    };
+    let mut hash = first.wrapping_mul(K1) ^ last.wrapping_mul(K2) ^ name.len() as u64;
+    hash ^= hash >> 29;
+    (hash.wrapping_mul(K1) >> (64 - NAME_SETS.trailing_zeros())) as usize
 }
 
 /// Decides early whether an incomplete head can still become acceptable.
@@ -599,5 +696,52 @@ mod tests {
             "a.org:443"
         );
         assert!(parse("GET a.org HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    /// Every spelling of a name is the same lower-case name, whichever
+    /// spelling the cache saw first.
+    #[test]
+    fn cached_names_keep_their_meaning() {
+        for _ in 0..2 {
+            for input in [
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Trace-Id: 1\r\nx-trace-id: 2\r\nX-TRACE-ID: 3\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: a\r\nx-trace-id: 1\r\nX-Trace-Id: 2\r\nX-TRACE-ID: 3\r\n\r\n",
+            ] {
+                let request = head(input).request;
+                let values: Vec<_> = request.headers().get_all("x-trace-id").iter().collect();
+                assert_eq!(values, ["1", "2", "3"]);
+                assert_eq!(request.headers().len(), 4);
+                assert_eq!(request.headers()["host"], "a");
+            }
+        }
+        // Longer than the cache keeps: still parsed every time.
+        let long = "x".repeat(NAME_CACHE_MAX + 1);
+        for _ in 0..2 {
+            let input = format!("GET / HTTP/1.1\r\nHost: a\r\n{long}: v\r\n\r\n");
+            assert_eq!(head(&input).request.headers()[long.as_str()], "v");
+        }
+    }
+
+    /// Names that share a set evict each other and are parsed again; no
+    /// name ever comes back as another.
+    #[test]
+    fn colliding_names_are_never_confused() {
+        let mut by_set = std::collections::HashMap::<usize, Vec<String>>::new();
+        let crowded = (0..)
+            .map(|i| format!("x-name-{i}"))
+            .find_map(|name| {
+                let set = by_set.entry(name_set(name.as_bytes())).or_default();
+                set.push(name);
+                (set.len() == 4).then(|| set.clone())
+            })
+            .unwrap();
+        for _ in 0..3 {
+            for name in &crowded {
+                let input = format!("GET / HTTP/1.1\r\nHost: a\r\n{name}: {name}\r\n\r\n");
+                let request = head(&input).request;
+                assert_eq!(request.headers()[name.as_str()], name.as_str());
+                assert_eq!(request.headers().len(), 2);
+            }
+        }
     }
 }
