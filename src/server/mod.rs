@@ -278,17 +278,25 @@ struct Supervisor<H> {
 }
 
 impl<H: Handler<Connection>> Supervisor<H> {
-    async fn run(self, mut stop: watch::Receiver<Option<Duration>>) {
+    async fn run(self, stop: watch::Receiver<Option<Duration>>) {
         let drain = Shutdown::default();
         let permits = Arc::new(Semaphore::new(self.config.max_connections));
         let mut connections = JoinSet::new();
         let mut backoff = MIN_ACCEPT_BACKOFF;
-        let mut stop_handle_gone = false;
         let mut turn = 0usize;
+        // One wait for the stop for the whole loop: made anew for every
+        // connection, it registered and dropped a waiter each time.
+        let stop_requested = wait_for_stop(stop);
+        tokio::pin!(stop_requested);
+        let mut stop_handle_gone = false;
+        // Accepting pauses after an error that is not one connection's.
+        let pause = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause);
+        let mut paused = false;
         let grace = loop {
             tokio::select! {
                 biased;
-                requested = wait_for_stop(&mut stop), if !stop_handle_gone => match requested {
+                requested = &mut stop_requested, if !stop_handle_gone => match requested {
                     Ok(grace) => break grace,
                     // Every `Server` handle is gone: nobody can stop the
                     // server any more, so it serves until the runtime ends.
@@ -301,7 +309,8 @@ impl<H: Handler<Connection>> Supervisor<H> {
                         }
                     }
                 }
-                accepted = accept(&self.listeners, &permits, &mut turn) => match accepted {
+                () = &mut pause, if paused => paused = false,
+                accepted = accept(&self.listeners, &permits, &mut turn), if !paused => match accepted {
                     Ok((stream, peer, permit)) => {
                         backoff = MIN_ACCEPT_BACKOFF;
                         self.spawn_connection(&mut connections, stream, peer, permit, drain.clone());
@@ -312,12 +321,11 @@ impl<H: Handler<Connection>> Supervisor<H> {
                     Err(err) => {
                         // EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at
                         // once would spin; wait for resources to come back
-                        // (or for a shutdown, which must not wait on this).
+                        // (connections that end meanwhile are still reaped,
+                        // and a shutdown does not wait on this).
                         error!(%err, ?backoff, "accept failed; backing off");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = stop.changed(), if !stop_handle_gone => {}
-                        }
+                        pause.as_mut().reset(tokio::time::Instant::now() + backoff);
+                        paused = true;
                         backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     }
                 },
@@ -387,7 +395,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
 
 /// The grace period of a requested shutdown; `Err` once every handle is gone.
 async fn wait_for_stop(
-    stop: &mut watch::Receiver<Option<Duration>>,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) -> Result<Duration, watch::error::RecvError> {
     let grace = stop.wait_for(Option::is_some).await?;
     Ok(grace.unwrap_or_default())
