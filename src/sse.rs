@@ -7,16 +7,18 @@ use crate::io::{timed, Deadline, Handover, Socket};
 use crate::response::ResponseData;
 use crate::ws::actor::{Next, SendError};
 use bytes::{BufMut, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 /// One event of a stream: mist's `SSEEvent`. Build it with [`event`] and
@@ -100,28 +102,35 @@ impl SseEvent {
             return Err(SendError::InvalidEvent);
         }
         if let Some(name) = &self.name {
-            put_field(dst, "event", name);
+            put_field(dst, "event", name.as_bytes());
         }
         if let Some(id) = &self.id {
-            put_field(dst, "id", id);
+            put_field(dst, "id", id.as_bytes());
         }
         if let Some(retry) = self.retry {
-            put_field(dst, "retry", &retry.as_millis().to_string());
+            put_field(
+                dst,
+                "retry",
+                itoa::Buffer::new().format(retry.as_millis()).as_bytes(),
+            );
         }
         // Lines end in CRLF, LF or CR; each becomes its own `data:` field.
-        let data = self.data.replace("\r\n", "\n").replace('\r', "\n");
-        for line in data.split('\n') {
-            put_field(dst, "data", line);
+        let mut rest = self.data.as_bytes();
+        while let Some(at) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            put_field(dst, "data", &rest[..at]);
+            let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
+            rest = &rest[at + 1 + usize::from(crlf)..];
         }
+        put_field(dst, "data", rest);
         dst.put_u8(b'\n');
         Ok(())
     }
 }
 
-fn put_field(dst: &mut BytesMut, name: &str, value: &str) {
+fn put_field(dst: &mut BytesMut, name: &str, value: &[u8]) {
     dst.put_slice(name.as_bytes());
     dst.put_slice(b": ");
-    dst.put_slice(value.as_bytes());
+    dst.put_slice(value);
     dst.put_u8(b'\n');
 }
 
@@ -216,13 +225,19 @@ impl SseOptions {
 
 struct Shared {
     out: Mutex<Out>,
-    wake: Notify,
+    /// The stream's task, woken when another task queues an event.
+    waker: AtomicWaker,
+    /// An event was queued by another task since the loop last looked.
+    queued: AtomicBool,
     max_pending: usize,
 }
 
 struct Out {
     buf: BytesMut,
     closed: bool,
+    /// The loop's own callback is running: what it queues is written as
+    /// soon as it returns, so nothing needs waking.
+    in_loop: bool,
 }
 
 impl Shared {
@@ -272,8 +287,12 @@ pub fn send_event(conn: &SseConnection, event: SseEvent) -> Result<(), SendError
         out.buf.truncate(mark);
         return Err(err);
     }
+    let from_outside = !out.in_loop;
     drop(out);
-    conn.shared.wake.notify_one();
+    if from_outside {
+        conn.shared.queued.store(true, Ordering::Release);
+        conn.shared.waker.wake();
+    }
     Ok(())
 }
 
@@ -458,8 +477,10 @@ async fn run<State, Message, Loop>(
         out: Mutex::new(Out {
             buf: BytesMut::new(),
             closed: false,
+            in_loop: false,
         }),
-        wake: Notify::new(),
+        waker: AtomicWaker::new(),
+        queued: AtomicBool::new(false),
         max_pending: options.max_pending,
     });
     let conn = SseConnection {
@@ -469,10 +490,19 @@ async fn run<State, Message, Loop>(
     let mut keep_alive = Box::pin(tokio::time::sleep(
         options.keep_alive.unwrap_or(Duration::MAX),
     ));
+    // What one flush writes: the queued events in their chunk.
+    let mut wire = BytesMut::new();
     let end = loop {
-        if flush(&mut io, &shared, chunked, &mut timer, options.write_timeout)
-            .await
-            .is_err()
+        if flush(
+            &mut io,
+            &shared,
+            &mut wire,
+            chunked,
+            &mut timer,
+            options.write_timeout,
+        )
+        .await
+        .is_err()
         {
             break End::Gone;
         }
@@ -483,7 +513,6 @@ async fn run<State, Message, Loop>(
         read_buf.reserve(512);
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
-            let mut woken = pin!(shared.wake.notified());
             poll_fn(|cx| {
                 // First: a stream whose application never stops sending
                 // must still end at a graceful stop, not at its grace.
@@ -493,7 +522,10 @@ async fn run<State, Message, Loop>(
                 if let Poll::Ready(message) = messages.poll_recv(cx) {
                     return Poll::Ready(Event::Message(message));
                 }
-                if woken.as_mut().poll(cx).is_ready() {
+                // Registered before looking, so that an event queued in
+                // between still wakes the task.
+                shared.waker.register(cx.waker());
+                if shared.queued.swap(false, Ordering::Acquire) {
                     return Poll::Ready(Event::Woken);
                 }
                 // The client sends nothing on an event stream: a read only
@@ -510,6 +542,8 @@ async fn run<State, Message, Loop>(
         };
         match event {
             Event::Message(Some(message)) => {
+                // Cleared by the flush that follows.
+                shared.lock().in_loop = true;
                 match catch_unwind(AssertUnwindSafe(|| loop_(message, &conn, &mut state))) {
                     Ok(Next::Continue) => {}
                     Ok(Next::ContinueWith(channel)) => messages = channel,
@@ -536,9 +570,16 @@ async fn run<State, Message, Loop>(
         End::Gone => {}
         End::Failed => io.reset_on_close(),
         End::Done => {
-            if flush(&mut io, &shared, chunked, &mut timer, options.write_timeout)
-                .await
-                .is_ok()
+            if flush(
+                &mut io,
+                &shared,
+                &mut wire,
+                chunked,
+                &mut timer,
+                options.write_timeout,
+            )
+            .await
+            .is_ok()
             {
                 let finish = async {
                     if chunked {
@@ -553,31 +594,34 @@ async fn run<State, Message, Loop>(
     }
 }
 
-/// Writes what is queued: one chunk per flush on a chunked stream.
+/// Writes what is queued: one chunk per flush on a chunked stream, put
+/// together in `wire` (kept by the loop, so a flush allocates nothing).
 async fn flush(
     io: &mut Box<dyn Socket>,
     shared: &Shared,
+    wire: &mut BytesMut,
     chunked: bool,
     timer: &mut Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let pending = {
+    {
         let mut out = shared.lock();
+        out.in_loop = false;
         if out.buf.is_empty() {
             return Ok(());
         }
-        out.buf.split()
-    };
-    let mut framed = BytesMut::with_capacity(pending.len() + 24);
-    if chunked {
-        encode_chunk_size(&mut framed, pending.len());
+        wire.clear();
+        if chunked {
+            encode_chunk_size(wire, out.buf.len());
+        }
+        wire.extend_from_slice(&out.buf);
+        out.buf.clear();
     }
-    framed.put_slice(&pending);
     if chunked {
-        framed.put_slice(b"\r\n");
+        wire.put_slice(b"\r\n");
     }
     let write = async {
-        io.write_all(&framed).await?;
+        io.write_all(wire).await?;
         io.flush().await
     };
     match timed(timer, Deadline::After(timeout), write).await {

@@ -244,3 +244,56 @@ async fn events_from_a_spawned_producer_arrive_in_order() {
     let resp = support::roundtrip(&server, get("/")).await;
     assert_eq!(resp.text(), "event: tick\nid: 1\ndata: 1\n\nevent: tick\nid: 2\ndata: 2\n\nevent: tick\nid: 3\ndata: 3\n\n");
 }
+
+/// A connection handle cloned into another task sends on its own: each
+/// event wakes the idle stream and goes out without any message to the
+/// loop.
+#[tokio::test]
+async fn events_sent_from_another_task_wake_the_stream() {
+    let server = serve(|req: Request<Connection>| async move {
+        mist::server_sent_events(
+            req,
+            Response::new(()),
+            || {
+                let (tx, rx) = mpsc::channel(1);
+                tx.try_send(()).unwrap();
+                // The sender is kept as the loop's state: the channel
+                // stays open, and only the other task sends.
+                Ok::<_, String>((tx, rx))
+            },
+            |(), conn, _sender| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    for data in ["a", "b", "c"] {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        mist::send_event(&conn, mist::event(data)).unwrap();
+                    }
+                });
+                Next::Continue
+            },
+        )
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/")).await;
+    let seen = read_until(&mut client, "data: c\n\n").await;
+    let a = seen.find("data: a\n\n").expect("a");
+    let b = seen.find("data: b\n\n").expect("b");
+    assert!(a < b, "{seen:?}");
+}
+
+/// Line endings in data: CRLF, LF and CR each start a new `data:` line,
+/// and a trailing one leaves an empty last line.
+#[tokio::test]
+async fn data_lines_split_at_every_kind_of_line_ending() {
+    let (server, tx, mut results) = feed_server(SseOptions::default()).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/")).await;
+    tx.send(mist::event("a\r\nb\nc\rd\r\r\ne\n")).await.unwrap();
+    assert_eq!(results.recv().await, Some(Ok(())));
+    let seen = read_until(&mut client, "data: e\ndata: \n\n").await;
+    assert!(
+        seen.contains("data: a\ndata: b\ndata: c\ndata: d\ndata: \ndata: e\ndata: \n\n"),
+        "{seen:?}"
+    );
+}
