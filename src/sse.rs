@@ -229,15 +229,18 @@ struct Shared {
     waker: AtomicWaker,
     /// An event was queued by another task since the loop last looked.
     queued: AtomicBool,
+    /// The loop's own callback is running: what it queues is written as
+    /// soon as it returns, so nothing needs waking. Set before the callback
+    /// runs; cleared under the lock by the flush that follows, and read
+    /// under the lock by senders, so a sender either queued before that
+    /// flush took the events or sees it cleared.
+    in_loop: AtomicBool,
     max_pending: usize,
 }
 
 struct Out {
     buf: BytesMut,
     closed: bool,
-    /// The loop's own callback is running: what it queues is written as
-    /// soon as it returns, so nothing needs waking.
-    in_loop: bool,
 }
 
 impl Shared {
@@ -287,7 +290,7 @@ pub fn send_event(conn: &SseConnection, event: SseEvent) -> Result<(), SendError
         out.buf.truncate(mark);
         return Err(err);
     }
-    let from_outside = !out.in_loop;
+    let from_outside = !conn.shared.in_loop.load(Ordering::Relaxed);
     drop(out);
     if from_outside {
         conn.shared.queued.store(true, Ordering::Release);
@@ -477,10 +480,10 @@ async fn run<State, Message, Loop>(
         out: Mutex::new(Out {
             buf: BytesMut::new(),
             closed: false,
-            in_loop: false,
         }),
         waker: AtomicWaker::new(),
         queued: AtomicBool::new(false),
+        in_loop: AtomicBool::new(false),
         max_pending: options.max_pending,
     });
     let conn = SseConnection {
@@ -543,7 +546,7 @@ async fn run<State, Message, Loop>(
         match event {
             Event::Message(Some(message)) => {
                 // Cleared by the flush that follows.
-                shared.lock().in_loop = true;
+                shared.in_loop.store(true, Ordering::Relaxed);
                 match catch_unwind(AssertUnwindSafe(|| loop_(message, &conn, &mut state))) {
                     Ok(Next::Continue) => {}
                     Ok(Next::ContinueWith(channel)) => messages = channel,
@@ -606,7 +609,7 @@ async fn flush(
 ) -> std::io::Result<()> {
     {
         let mut out = shared.lock();
-        out.in_loop = false;
+        shared.in_loop.store(false, Ordering::Relaxed);
         if out.buf.is_empty() {
             return Ok(());
         }

@@ -452,10 +452,12 @@ async fn custom_messages_and_senders_reach_the_client() {
     tokio::spawn(async move { sender.send_text("from a task").unwrap() })
         .await
         .unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::text("from a task")
-    );
+    // The send wakes the connection: the frame does not wait for the
+    // next ping tick (30 s), which is longer than the safety timeout.
+    let from_task = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .expect("the frame sent from another task is written at once");
+    assert_eq!(from_task.unwrap().unwrap(), Message::text("from a task"));
     let sender = senders.lock().unwrap()[0].clone();
     ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
         code: CloseCode::Normal,

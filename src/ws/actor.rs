@@ -10,17 +10,19 @@ use crate::body::Connection;
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, Socket};
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 /// Bytes read from the socket at a time.
@@ -217,8 +219,16 @@ struct Outgoing {
 
 struct Shared {
     out: Mutex<Outgoing>,
-    /// Wakes the connection task when another task queued frames.
-    wake: Notify,
+    /// The connection's task, woken when another task queued frames.
+    waker: AtomicWaker,
+    /// Another task queued frames since the connection last looked.
+    queued: AtomicBool,
+    /// The handler is running on the connection's own task: what it queues
+    /// is written as soon as it returns, so nothing needs waking. Set
+    /// before a handler runs; cleared under the lock by the flush that
+    /// follows, and read under the lock by senders, so a sender either
+    /// queued before that flush took the frames or sees it cleared.
+    in_loop: AtomicBool,
     max_pending: usize,
 }
 
@@ -240,8 +250,12 @@ impl Shared {
         }
         let Outgoing { encoder, buf, .. } = &mut *out;
         encode(encoder, buf);
+        let from_outside = !self.in_loop.load(Ordering::Relaxed);
         drop(out);
-        self.wake.notify_one();
+        if from_outside {
+            self.queued.store(true, Ordering::Release);
+            self.waker.wake();
+        }
         Ok(())
     }
 }
@@ -578,7 +592,9 @@ async fn run<State, Custom, Init, Handler, Close>(
             buf: BytesMut::new(),
             closed: false,
         }),
-        wake: Notify::new(),
+        waker: AtomicWaker::new(),
+        queued: AtomicBool::new(false),
+        in_loop: AtomicBool::new(false),
         max_pending: options.max_pending,
     });
     let conn = WebsocketConnection {
@@ -605,6 +621,8 @@ async fn run<State, Custom, Init, Handler, Close>(
                        custom: &mut Option<mpsc::Receiver<Custom>>|
      -> Option<End> {
         let state = guard.state.as_mut()?;
+        // Cleared by the flush that follows.
+        shared.in_loop.store(true, Ordering::Relaxed);
         match catch_unwind(AssertUnwindSafe(|| handler(state, &conn, message))) {
             Ok(Next::Continue) => None,
             Ok(Next::ContinueWith(channel)) => {
@@ -691,7 +709,6 @@ async fn run<State, Custom, Init, Handler, Close>(
         }
         let event = {
             let mut read = pin!(io.read_buf(&mut read_buf));
-            let mut woken = pin!(shared.wake.notified());
             let mut armed = false;
             poll_fn(|cx| {
                 // First: a client (or an application) that never stops
@@ -713,7 +730,10 @@ async fn run<State, Custom, Init, Handler, Close>(
                         return Poll::Ready(Event::Custom(message));
                     }
                 }
-                if woken.as_mut().poll(cx).is_ready() {
+                // Registered before looking, so that frames queued in
+                // between still wake the task.
+                shared.waker.register(cx.waker());
+                if shared.queued.swap(false, Ordering::Acquire) {
                     return Poll::Ready(Event::Woken);
                 }
                 Poll::Pending
@@ -863,6 +883,7 @@ async fn flush(
     loop {
         let pending = {
             let mut out = shared.lock();
+            shared.in_loop.store(false, Ordering::Relaxed);
             if out.buf.is_empty() {
                 break;
             }
