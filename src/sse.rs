@@ -489,24 +489,17 @@ async fn run<State, Message, Loop>(
     let conn = SseConnection {
         shared: Arc::clone(&shared),
     };
-    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    let mut writer = Writer {
+        wire: BytesMut::new(),
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        chunked,
+        timeout: options.write_timeout,
+    };
     let mut keep_alive = Box::pin(tokio::time::sleep(
         options.keep_alive.unwrap_or(Duration::MAX),
     ));
-    // What one flush writes: the queued events in their chunk.
-    let mut wire = BytesMut::new();
     let end = loop {
-        if flush(
-            &mut io,
-            &shared,
-            &mut wire,
-            chunked,
-            &mut timer,
-            options.write_timeout,
-        )
-        .await
-        .is_err()
-        {
+        if writer.flush(&mut io, &shared).await.is_err() {
             break End::Gone;
         }
         if let Some(every) = options.keep_alive {
@@ -573,17 +566,7 @@ async fn run<State, Message, Loop>(
         End::Gone => {}
         End::Failed => io.reset_on_close(),
         End::Done => {
-            if flush(
-                &mut io,
-                &shared,
-                &mut wire,
-                chunked,
-                &mut timer,
-                options.write_timeout,
-            )
-            .await
-            .is_ok()
-            {
+            if writer.flush(&mut io, &shared).await.is_ok() {
                 let finish = async {
                     if chunked {
                         io.write_all(LAST_CHUNK).await?;
@@ -591,45 +574,57 @@ async fn run<State, Message, Loop>(
                     io.flush().await?;
                     io.shutdown().await
                 };
-                let _ = timed(&mut timer, Deadline::After(options.write_timeout), finish).await;
+                let deadline = Deadline::After(options.write_timeout);
+                let _ = timed(&mut writer.timer, deadline, finish).await;
             }
         }
     }
 }
 
-/// Writes what is queued: one chunk per flush on a chunked stream, put
-/// together in `wire` (kept by the loop, so a flush allocates nothing).
-async fn flush(
-    io: &mut Box<dyn Socket>,
-    shared: &Shared,
-    wire: &mut BytesMut,
+/// How a stream's events go out: the chunk a flush writes is put together
+/// in `wire`, kept for the stream's life (a flush allocates nothing), and
+/// every write is bounded by `timeout` on the one timer.
+struct Writer {
+    wire: BytesMut,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// HTTP/1.1 chunked framing; otherwise the stream runs until close.
     chunked: bool,
-    timer: &mut Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
-) -> std::io::Result<()> {
-    {
-        let mut out = shared.lock();
-        shared.in_loop.store(false, Ordering::Relaxed);
-        if out.buf.is_empty() {
-            return Ok(());
+}
+
+impl Writer {
+    /// Writes what is queued: one chunk per flush on a chunked stream.
+    async fn flush(&mut self, io: &mut Box<dyn Socket>, shared: &Shared) -> std::io::Result<()> {
+        let Writer {
+            wire,
+            timer,
+            chunked,
+            timeout,
+        } = self;
+        {
+            let mut out = shared.lock();
+            shared.in_loop.store(false, Ordering::Relaxed);
+            if out.buf.is_empty() {
+                return Ok(());
+            }
+            wire.clear();
+            if *chunked {
+                encode_chunk_size(wire, out.buf.len());
+            }
+            wire.extend_from_slice(&out.buf);
+            out.buf.clear();
         }
-        wire.clear();
-        if chunked {
-            encode_chunk_size(wire, out.buf.len());
+        if *chunked {
+            wire.put_slice(b"\r\n");
         }
-        wire.extend_from_slice(&out.buf);
-        out.buf.clear();
-    }
-    if chunked {
-        wire.put_slice(b"\r\n");
-    }
-    let write = async {
-        io.write_all(wire).await?;
-        io.flush().await
-    };
-    match timed(timer, Deadline::After(timeout), write).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        let write = async {
+            io.write_all(wire).await?;
+            io.flush().await
+        };
+        match timed(timer, Deadline::After(*timeout), write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
 }
 
