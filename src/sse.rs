@@ -581,6 +581,9 @@ async fn run<State, Message, Loop>(
     }
 }
 
+/// The largest flush buffer a stream keeps between flushes.
+const WIRE_KEEP_MAX: usize = 64 * 1024;
+
 /// How a stream's events go out: the chunk a flush writes is put together
 /// in `wire`, kept for the stream's life (a flush allocates nothing), and
 /// every write is bounded by `timeout` on the one timer.
@@ -601,19 +604,23 @@ impl Writer {
             chunked,
             timeout,
         } = self;
-        {
+        // Taken whole under the lock (no copy there: senders wait on it),
+        // framed outside it. Once the copy is dropped, the senders' buffer
+        // gets its room back without allocating.
+        let pending = {
             let mut out = shared.lock();
             shared.in_loop.store(false, Ordering::Relaxed);
             if out.buf.is_empty() {
                 return Ok(());
             }
-            wire.clear();
-            if *chunked {
-                encode_chunk_size(wire, out.buf.len());
-            }
-            wire.extend_from_slice(&out.buf);
-            out.buf.clear();
+            out.buf.split()
+        };
+        wire.clear();
+        if *chunked {
+            encode_chunk_size(wire, pending.len());
         }
+        wire.extend_from_slice(&pending);
+        drop(pending);
         if *chunked {
             wire.put_slice(b"\r\n");
         }
@@ -621,10 +628,15 @@ impl Writer {
             io.write_all(wire).await?;
             io.flush().await
         };
-        match timed(timer, Deadline::After(*timeout), write).await {
+        let written = match timed(timer, Deadline::After(*timeout), write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        // A backlog once flushed is not kept for the stream's life.
+        if wire.capacity() > WIRE_KEEP_MAX {
+            *wire = BytesMut::new();
         }
+        written
     }
 }
 

@@ -489,6 +489,8 @@ async fn wait_idle<S: Socket>(
     if transport.stream.as_plain_tcp().is_some() {
         pool_give(&mut transport.read_buf);
         pool_give(write_buf);
+    } else {
+        transport.shrink_idle();
     }
     let mut armed = false;
     poll_fn(|cx| {
@@ -657,12 +659,12 @@ fn encode_response(
     let connection = connection_header(*close, version);
     if encode_head(write_buf, parts, framing, connection, check_clock) && !*close {
         // The handler asked to close. Its field went out as written unless
-        // the engine writes its own (HTTP/1.0's keep-alive): then the head
+        // the engine wrote its own (HTTP/1.0's keep-alive): then the head
         // is written again, saying close.
         *close = true;
-        let closing = connection_header(true, version);
-        if closing != connection {
+        if connection.is_some() {
             write_buf.truncate(head_at);
+            let closing = connection_header(true, version);
             let _ = encode_head(write_buf, parts, framing, closing, false);
         }
     }
@@ -800,11 +802,12 @@ async fn close<S: Socket>(
         || matches!(transport.decoder, Decoder::Failed);
     if unread {
         linger(transport).await;
-    } else if last_request && transport.stream.as_plain_tcp().is_some() {
+    } else if last_request && transport.stream.as_plain_tcp().is_some_and(no_input_seen) {
         // The client said this request was its last and all of it has been
         // read: nothing more will come, and the close itself sends the
         // corked response with the FIN, a system call fewer per connection
-        // (nginx closes the same way). TLS still needs its close_notify.
+        // (nginx closes the same way, also only when no read event is
+        // pending). TLS still needs its close_notify.
     } else {
         // The FIN (and TLS's close_notify) before the close. Not left to
         // the close itself: a client may already have sent more (pipelined
@@ -823,6 +826,16 @@ async fn close<S: Socket>(
     pool_give(&mut transport.read_buf);
     write_buf.clear();
     pool_give(write_buf);
+}
+
+/// The reactor has seen no bytes arrive since the last read came up short
+/// (tokio clears a socket's read readiness then): a close now would not
+/// meet unread input, which would turn it into a reset. Asks without a
+/// system call; a stray byte after the request (an old client's CRLF after
+/// a body) takes the half-close path instead.
+fn no_input_seen(tcp: &tokio::net::TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    tcp.poll_read_ready(&mut cx).is_pending()
 }
 
 /// Writes the buffer when more is sure to follow at once: the FIN of a

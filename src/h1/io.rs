@@ -134,22 +134,38 @@ impl<S: crate::io::Socket> Transport<S> {
     }
 
     /// A head that is still incomplete after a read: if it sits in a large
-    /// buffer (the connection's reads had grown), moves it to a small one
-    /// and starts the reads small again. A client that sent large requests
-    /// and then trickles a head must not hold 128 KiB for the header
-    /// timeout. Heads mostly arrive whole, so this costs nothing then.
+    /// buffer it fills a quarter of at most (the connection's reads had
+    /// grown), moves it to a buffer twice its size (8 KiB at least) and
+    /// starts the reads small again. A client that sent large requests and
+    /// then trickles a head must not hold 128 KiB for the header timeout.
+    /// Heads mostly arrive whole, so this costs nothing then.
     pub(crate) fn shrink_for_trickle(&mut self) {
-        if self.read_buf.is_empty()
+        let len = self.read_buf.len();
+        if len == 0
             || self.read_buf.capacity() <= 2 * READ_CHUNK
-            || self.read_buf.len() > READ_CHUNK / 2
+            || len > self.read_buf.capacity() / 4
         {
             return;
         }
-        let mut small = BytesMut::with_capacity(READ_CHUNK);
+        let mut small = BytesMut::with_capacity((2 * len).max(READ_CHUNK));
         small.extend_from_slice(&self.read_buf);
         let mut large = std::mem::replace(&mut self.read_buf, small);
         large.clear();
         pool_give(&mut large);
+        self.read_size = READ_CHUNK as u32;
+    }
+
+    /// Before an idle wait on a stream that keeps its buffer while it waits
+    /// (TLS: plain TCP gives its buffers back instead): an empty buffer
+    /// grown by large requests goes back to the pool for a small one, and
+    /// the reads start small again, so an idle connection holds 8 KiB, not
+    /// up to 128 KiB, for its keep-alive timeout.
+    pub(crate) fn shrink_idle(&mut self) {
+        if !self.read_buf.is_empty() || self.read_buf.capacity() <= 2 * READ_CHUNK {
+            return;
+        }
+        pool_give(&mut self.read_buf);
+        self.read_buf = BytesMut::with_capacity(READ_CHUNK);
         self.read_size = READ_CHUNK as u32;
     }
 
@@ -579,7 +595,8 @@ mod tests {
     }
 
     /// A partial head in a grown buffer moves to a small one, and the
-    /// connection's reads start small again.
+    /// connection's reads start small again; so does an idle TLS
+    /// connection's empty buffer.
     #[tokio::test]
     async fn trickled_head_leaves_its_large_buffer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -606,5 +623,20 @@ mod tests {
         transport.shrink_for_trickle();
         assert_eq!(transport.read_buf.capacity(), READ_MAX);
         assert_eq!(transport.read_size, READ_MAX as u32);
+
+        // A larger partial head (5 KiB) moves too, to room twice its size.
+        transport.read_buf = BytesMut::with_capacity(READ_MAX);
+        transport.read_buf.extend_from_slice(&[b'x'; 5 * 1024]);
+        transport.shrink_for_trickle();
+        assert_eq!(transport.read_buf.len(), 5 * 1024);
+        assert!(transport.read_buf.capacity() <= 2 * READ_CHUNK);
+        assert_eq!(transport.read_size, READ_CHUNK as u32);
+
+        // Idle, a stream that keeps its buffer (TLS) keeps a small one.
+        transport.read_buf = BytesMut::with_capacity(READ_MAX);
+        transport.read_size = READ_MAX as u32;
+        transport.shrink_idle();
+        assert!(transport.read_buf.capacity() <= READ_CHUNK);
+        assert_eq!(transport.read_size, READ_CHUNK as u32);
     }
 }
