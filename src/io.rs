@@ -216,6 +216,70 @@ pub(crate) async fn timed<F: Future>(
     .await
 }
 
+/// How a connection that writes what is queued for it (a WebSocket, an
+/// event stream) learns that there is something to write.
+///
+/// What the connection's own callback queues needs no wake: the flush
+/// follows as soon as it returns. What another task queues wakes the
+/// connection with a flag and an [`AtomicWaker`], no lock. The protocol,
+/// with the connection's output behind a mutex:
+/// - the connection calls [`OutputWake::callback_starts`] before its
+///   callback, and [`OutputWake::flush_starts`] under the output lock
+///   when it takes what is queued;
+/// - a sender calls [`OutputWake::needs_wake`] under the same lock after
+///   queueing, and [`OutputWake::wake`] after releasing it if so.
+///
+/// A sender then either queued before that flush took the output or sees
+/// the flag cleared. (A `Notify` woken by every send left a permit behind
+/// the callback's own sends: an empty second turn of the loop per message.)
+#[derive(Default)]
+pub(crate) struct OutputWake {
+    waker: AtomicWaker,
+    /// Another task queued output since the connection last looked.
+    queued: AtomicBool,
+    /// The connection's own callback is running.
+    in_callback: AtomicBool,
+}
+
+impl OutputWake {
+    #[inline]
+    pub(crate) fn callback_starts(&self) {
+        self.in_callback.store(true, Ordering::Relaxed);
+    }
+
+    /// Called with the output lock held.
+    #[inline]
+    pub(crate) fn flush_starts(&self) {
+        self.in_callback.store(false, Ordering::Relaxed);
+    }
+
+    /// Called with the output lock held, after queueing.
+    #[inline]
+    pub(crate) fn needs_wake(&self) -> bool {
+        !self.in_callback.load(Ordering::Relaxed)
+    }
+
+    /// Called after releasing the output lock.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready when another task queued output since the last look.
+    #[inline]
+    pub(crate) fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        // Registered before looking, so that output queued in between
+        // still wakes the task.
+        self.waker.register(cx.waker());
+        if self.queued.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// A connection the HTTP/1.1 engine hands over after writing a response
 /// head, to a protocol that then runs to the end of the connection
 /// (WebSocket, server-sent events). Boxed as `dyn Socket`, so one loop

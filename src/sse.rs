@@ -3,17 +3,15 @@
 
 use crate::body::Connection;
 use crate::h1::encode::{encode_chunk_size, LAST_CHUNK};
-use crate::io::{timed, Deadline, Handover, Socket};
+use crate::io::{timed, Deadline, Handover, OutputWake, Socket};
 use crate::response::ResponseData;
 use crate::ws::actor::{Next, SendError};
 use bytes::{BufMut, BytesMut};
-use futures_util::task::AtomicWaker;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -225,16 +223,8 @@ impl SseOptions {
 
 struct Shared {
     out: Mutex<Out>,
-    /// The stream's task, woken when another task queues an event.
-    waker: AtomicWaker,
-    /// An event was queued by another task since the loop last looked.
-    queued: AtomicBool,
-    /// The loop's own callback is running: what it queues is written as
-    /// soon as it returns, so nothing needs waking. Set before the callback
-    /// runs; cleared under the lock by the flush that follows, and read
-    /// under the lock by senders, so a sender either queued before that
-    /// flush took the events or sees it cleared.
-    in_loop: AtomicBool,
+    /// Wakes the stream for events other tasks queue.
+    wake: OutputWake,
     max_pending: usize,
 }
 
@@ -290,11 +280,10 @@ pub fn send_event(conn: &SseConnection, event: SseEvent) -> Result<(), SendError
         out.buf.truncate(mark);
         return Err(err);
     }
-    let from_outside = !conn.shared.in_loop.load(Ordering::Relaxed);
+    let needs_wake = conn.shared.wake.needs_wake();
     drop(out);
-    if from_outside {
-        conn.shared.queued.store(true, Ordering::Release);
-        conn.shared.waker.wake();
+    if needs_wake {
+        conn.shared.wake.wake();
     }
     Ok(())
 }
@@ -481,9 +470,7 @@ async fn run<State, Message, Loop>(
             buf: BytesMut::new(),
             closed: false,
         }),
-        waker: AtomicWaker::new(),
-        queued: AtomicBool::new(false),
-        in_loop: AtomicBool::new(false),
+        wake: OutputWake::default(),
         max_pending: options.max_pending,
     });
     let conn = SseConnection {
@@ -518,10 +505,7 @@ async fn run<State, Message, Loop>(
                 if let Poll::Ready(message) = messages.poll_recv(cx) {
                     return Poll::Ready(Event::Message(message));
                 }
-                // Registered before looking, so that an event queued in
-                // between still wakes the task.
-                shared.waker.register(cx.waker());
-                if shared.queued.swap(false, Ordering::Acquire) {
+                if shared.wake.poll_queued(cx).is_ready() {
                     return Poll::Ready(Event::Woken);
                 }
                 // The client sends nothing on an event stream: a read only
@@ -538,8 +522,7 @@ async fn run<State, Message, Loop>(
         };
         match event {
             Event::Message(Some(message)) => {
-                // Cleared by the flush that follows.
-                shared.in_loop.store(true, Ordering::Relaxed);
+                shared.wake.callback_starts();
                 match catch_unwind(AssertUnwindSafe(|| loop_(message, &conn, &mut state))) {
                     Ok(Next::Continue) => {}
                     Ok(Next::ContinueWith(channel)) => messages = channel,
@@ -609,7 +592,7 @@ impl Writer {
         // gets its room back without allocating.
         let pending = {
             let mut out = shared.lock();
-            shared.in_loop.store(false, Ordering::Relaxed);
+            shared.wake.flush_starts();
             if out.buf.is_empty() {
                 return Ok(());
             }

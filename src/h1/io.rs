@@ -147,12 +147,7 @@ impl<S: crate::io::Socket> Transport<S> {
         {
             return;
         }
-        let mut small = BytesMut::with_capacity((2 * len).max(READ_CHUNK));
-        small.extend_from_slice(&self.read_buf);
-        let mut large = std::mem::replace(&mut self.read_buf, small);
-        large.clear();
-        pool_give(&mut large);
-        self.read_size = READ_CHUNK as u32;
+        self.restart_small((2 * len).max(READ_CHUNK));
     }
 
     /// Before an idle wait on a stream that keeps its buffer while it waits
@@ -161,11 +156,19 @@ impl<S: crate::io::Socket> Transport<S> {
     /// the reads start small again, so an idle connection holds 8 KiB, not
     /// up to 128 KiB, for its keep-alive timeout.
     pub(crate) fn shrink_idle(&mut self) {
-        if !self.read_buf.is_empty() || self.read_buf.capacity() <= 2 * READ_CHUNK {
-            return;
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 2 * READ_CHUNK {
+            self.restart_small(READ_CHUNK);
         }
-        pool_give(&mut self.read_buf);
-        self.read_buf = BytesMut::with_capacity(READ_CHUNK);
+    }
+
+    /// Moves what is buffered into a new buffer of `capacity`, gives the
+    /// old one to the pool, and starts the reads small again.
+    fn restart_small(&mut self, capacity: usize) {
+        let mut small = BytesMut::with_capacity(capacity);
+        small.extend_from_slice(&self.read_buf);
+        let mut large = std::mem::replace(&mut self.read_buf, small);
+        large.clear();
+        pool_give(&mut large);
         self.read_size = READ_CHUNK as u32;
     }
 

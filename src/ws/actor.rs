@@ -7,17 +7,15 @@ use super::{
     MessageEncoder,
 };
 use crate::body::Connection;
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, Socket};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, OutputWake, Socket};
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -219,16 +217,8 @@ struct Outgoing {
 
 struct Shared {
     out: Mutex<Outgoing>,
-    /// The connection's task, woken when another task queued frames.
-    waker: AtomicWaker,
-    /// Another task queued frames since the connection last looked.
-    queued: AtomicBool,
-    /// The handler is running on the connection's own task: what it queues
-    /// is written as soon as it returns, so nothing needs waking. Set
-    /// before a handler runs; cleared under the lock by the flush that
-    /// follows, and read under the lock by senders, so a sender either
-    /// queued before that flush took the frames or sees it cleared.
-    in_loop: AtomicBool,
+    /// Wakes the connection for frames other tasks queue.
+    wake: OutputWake,
     max_pending: usize,
 }
 
@@ -250,11 +240,10 @@ impl Shared {
         }
         let Outgoing { encoder, buf, .. } = &mut *out;
         encode(encoder, buf);
-        let from_outside = !self.in_loop.load(Ordering::Relaxed);
+        let needs_wake = self.wake.needs_wake();
         drop(out);
-        if from_outside {
-            self.queued.store(true, Ordering::Release);
-            self.waker.wake();
+        if needs_wake {
+            self.wake.wake();
         }
         Ok(())
     }
@@ -592,9 +581,7 @@ async fn run<State, Custom, Init, Handler, Close>(
             buf: BytesMut::new(),
             closed: false,
         }),
-        waker: AtomicWaker::new(),
-        queued: AtomicBool::new(false),
-        in_loop: AtomicBool::new(false),
+        wake: OutputWake::default(),
         max_pending: options.max_pending,
     });
     let conn = WebsocketConnection {
@@ -621,8 +608,7 @@ async fn run<State, Custom, Init, Handler, Close>(
                        custom: &mut Option<mpsc::Receiver<Custom>>|
      -> Option<End> {
         let state = guard.state.as_mut()?;
-        // Cleared by the flush that follows.
-        shared.in_loop.store(true, Ordering::Relaxed);
+        shared.wake.callback_starts();
         match catch_unwind(AssertUnwindSafe(|| handler(state, &conn, message))) {
             Ok(Next::Continue) => None,
             Ok(Next::ContinueWith(channel)) => {
@@ -730,10 +716,7 @@ async fn run<State, Custom, Init, Handler, Close>(
                         return Poll::Ready(Event::Custom(message));
                     }
                 }
-                // Registered before looking, so that frames queued in
-                // between still wake the task.
-                shared.waker.register(cx.waker());
-                if shared.queued.swap(false, Ordering::Acquire) {
+                if shared.wake.poll_queued(cx).is_ready() {
                     return Poll::Ready(Event::Woken);
                 }
                 Poll::Pending
@@ -883,7 +866,7 @@ async fn flush(
     loop {
         let pending = {
             let mut out = shared.lock();
-            shared.in_loop.store(false, Ordering::Relaxed);
+            shared.wake.flush_starts();
             if out.buf.is_empty() {
                 break;
             }
