@@ -83,6 +83,7 @@ mod config;
 mod file;
 mod h1;
 mod io;
+mod messages;
 mod response;
 mod server;
 mod sse;
@@ -95,6 +96,7 @@ pub use client_info::{
     get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
 };
 pub use file::{send_file, send_open_file, FileBody, FileError};
+pub use messages::Messages;
 pub use response::{BoxError, ChunkedBody, ResponseData};
 pub use server::{Server, StartError};
 pub use sse::{

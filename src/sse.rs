@@ -4,6 +4,7 @@
 use crate::body::Connection;
 use crate::h1::encode::{encode_chunk_size, LAST_CHUNK};
 use crate::io::{timed, Deadline, Handover, OutputWake, Socket};
+use crate::messages::Messages;
 use crate::response::ResponseData;
 use crate::ws::actor::{Next, SendError};
 use bytes::{BufMut, BytesMut};
@@ -16,7 +17,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 /// One event of a stream: mist's `SSEEvent`. Build it with [`event`] and
@@ -316,14 +316,45 @@ impl fmt::Debug for SseStream {
 
 /// Sets up a server-sent events stream: mist's `server_sent_events`.
 ///
-/// `init` runs now: it returns the loop's state and the channel of
-/// messages that drive the stream, or an error, in which case the client
-/// gets a 500 and nothing starts. The initial response's status and headers
-/// go out with `content-type: text/event-stream` and
-/// `cache-control: no-cache` (its body is ignored). Then `loop_` runs for
-/// every message, sending events with [`send_event`]. The stream ends
-/// cleanly when the loop stops or the channel closes; it ends at once, and
-/// the loop's task with it, when the client leaves.
+/// `init` runs now: it returns the loop's state and the source of the
+/// messages that drive the stream (anything that becomes [`Messages`]: a
+/// tokio `mpsc` or `broadcast` receiver, or any stream through
+/// [`Messages::from_stream`]), or an error, in which case the client gets
+/// a 500 and nothing starts. The initial response's status and headers go
+/// out with `content-type: text/event-stream` and `cache-control: no-cache`
+/// (its body is ignored). Then `loop_` runs for every message, sending
+/// events with [`send_event`]. The stream ends cleanly when the loop stops
+/// or its source ends; it ends at once, and the loop's task with it, when
+/// the client leaves.
+///
+/// A feed that every client sees is a `broadcast` channel, with each
+/// stream subscribed: no task per client, and a client that falls behind
+/// misses the oldest events instead of holding the others up:
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, Next, ResponseData};
+/// use std::sync::LazyLock;
+/// use tokio::sync::broadcast;
+///
+/// // Whoever sends on PRICES reaches every open stream.
+/// static PRICES: LazyLock<broadcast::Sender<u32>> =
+///     LazyLock::new(|| broadcast::channel(64).0);
+///
+/// async fn prices(req: Request<Connection>) -> Response<ResponseData> {
+///     mist::server_sent_events(
+///         req,
+///         Response::new(()),
+///         || Ok::<_, std::convert::Infallible>(((), PRICES.subscribe())),
+///         |price, conn, _state| match mist::send_event(conn, mist::event(price.to_string())) {
+///             Ok(()) => Next::Continue,
+///             Err(_) => Next::Stop,
+///         },
+///     )
+/// }
+/// ```
+///
+/// A stream of its own, fed by a task:
 ///
 /// ```no_run
 /// use http::{Request, Response};
@@ -351,7 +382,7 @@ impl fmt::Debug for SseStream {
 ///     )
 /// }
 /// ```
-pub fn server_sent_events<B, State, Message, Init, E, Loop>(
+pub fn server_sent_events<B, State, Message, Source, Init, E, Loop>(
     request: Request<Connection>,
     initial_response: Response<B>,
     init: Init,
@@ -360,7 +391,8 @@ pub fn server_sent_events<B, State, Message, Init, E, Loop>(
 where
     State: Send + 'static,
     Message: Send + 'static,
-    Init: FnOnce() -> Result<(State, mpsc::Receiver<Message>), E>,
+    Source: Into<Messages<Message>>,
+    Init: FnOnce() -> Result<(State, Source), E>,
     E: fmt::Display,
     Loop: FnMut(Message, &SseConnection, &mut State) -> Next<Message> + Send + 'static,
 {
@@ -391,7 +423,7 @@ where
 ///     )
 /// }
 /// ```
-pub fn server_sent_events_with_options<B, State, Message, Init, E, Loop>(
+pub fn server_sent_events_with_options<B, State, Message, Source, Init, E, Loop>(
     request: Request<Connection>,
     options: SseOptions,
     initial_response: Response<B>,
@@ -401,7 +433,8 @@ pub fn server_sent_events_with_options<B, State, Message, Init, E, Loop>(
 where
     State: Send + 'static,
     Message: Send + 'static,
-    Init: FnOnce() -> Result<(State, mpsc::Receiver<Message>), E>,
+    Source: Into<Messages<Message>>,
+    Init: FnOnce() -> Result<(State, Source), E>,
     E: fmt::Display,
     Loop: FnMut(Message, &SseConnection, &mut State) -> Next<Message> + Send + 'static,
 {
@@ -423,6 +456,7 @@ where
     parts
         .headers
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let messages: Messages<Message> = messages.into();
     let run: Runner = Box::new(move |handover, chunked| {
         Box::pin(run(handover, chunked, options, state, messages, loop_))
     });
@@ -454,7 +488,7 @@ async fn run<State, Message, Loop>(
     chunked: bool,
     options: SseOptions,
     mut state: State,
-    mut messages: mpsc::Receiver<Message>,
+    mut messages: Messages<Message>,
     mut loop_: Loop,
 ) where
     Loop: FnMut(Message, &SseConnection, &mut State) -> Next<Message>,
@@ -502,7 +536,7 @@ async fn run<State, Message, Loop>(
                 if shutdown.poll_stopped(cx).is_ready() {
                     return Poll::Ready(Event::Shutdown);
                 }
-                if let Poll::Ready(message) = messages.poll_recv(cx) {
+                if let Poll::Ready(message) = messages.poll_next(cx) {
                     return Poll::Ready(Event::Message(message));
                 }
                 if shared.wake.poll_queued(cx).is_ready() {

@@ -297,3 +297,138 @@ async fn data_lines_split_at_every_kind_of_line_ending() {
         "{seen:?}"
     );
 }
+
+/// A stream subscribed to a broadcast channel that fell further behind than
+/// the channel holds skips the oldest messages and goes on with the rest;
+/// the channel's close ends the stream cleanly.
+#[tokio::test]
+async fn a_lagging_broadcast_subscriber_skips_the_oldest() {
+    let server = serve(|req: Request<Connection>| async move {
+        mist::server_sent_events(
+            req,
+            Response::new(()),
+            || {
+                // Five messages into a channel of two before the loop has
+                // taken any: it lags by three. The sender's drop closes it.
+                let (tx, rx) = tokio::sync::broadcast::channel(2);
+                for i in 1..=5u32 {
+                    tx.send(i).unwrap();
+                }
+                Ok::<_, String>(((), rx))
+            },
+            |i, conn, _state| {
+                let _ = mist::send_event(conn, mist::event(i.to_string()));
+                Next::Continue
+            },
+        )
+    })
+    .await;
+    let resp = support::roundtrip(&server, get("/")).await;
+    assert_eq!(resp.text(), "data: 4\n\ndata: 5\n\n");
+}
+
+/// Streams subscribed to one broadcast channel each get every event.
+#[tokio::test]
+async fn broadcast_subscribers_share_one_feed() {
+    let (feed, _) = tokio::sync::broadcast::channel::<String>(16);
+    let subscribe = feed.clone();
+    let server = serve(move |req: Request<Connection>| {
+        let feed = subscribe.clone();
+        async move {
+            mist::server_sent_events(
+                req,
+                Response::new(()),
+                move || Ok::<_, String>(((), feed.subscribe())),
+                |data: String, conn, _state| {
+                    let _ = mist::send_event(conn, mist::event(data.as_str()));
+                    if data == "end" {
+                        Next::Stop
+                    } else {
+                        Next::Continue
+                    }
+                },
+            )
+        }
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        // The head goes out after `init`: this client is subscribed.
+        read_until(&mut client, "\r\n\r\n").await;
+        clients.push(client);
+    }
+    assert_eq!(feed.send("news".to_string()).unwrap(), 2);
+    feed.send("end".to_string()).unwrap();
+    for mut client in clients {
+        let seen = read_until(&mut client, "0\r\n\r\n").await;
+        assert!(seen.contains("data: news\n\n"), "{seen}");
+        assert!(seen.contains("data: end\n\n"), "{seen}");
+    }
+}
+
+/// A stream of the application's own drives the loop, and one that is
+/// always ready cannot keep the connection's task from yielding: on a
+/// one-thread runtime, another client is still answered.
+#[test]
+fn an_always_ready_stream_does_not_starve_other_connections() {
+    use std::io::{Read, Write};
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // The server's own one-thread runtime, so that a starved runtime shows
+    // as a read timeout here rather than as a test that never ends.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let server = serve(|req: Request<Connection>| async move {
+                if req.uri().path() == "/hello" {
+                    return support::text(200, "hello");
+                }
+                mist::server_sent_events(
+                    req,
+                    Response::new(()),
+                    || {
+                        let spin = futures_util::stream::repeat(());
+                        Ok::<_, String>((0u64, mist::Messages::from_stream(spin)))
+                    },
+                    |(), conn, taken| {
+                        *taken += 1;
+                        if *taken == 1 {
+                            let _ = mist::send_event(conn, mist::event("spinning"));
+                        }
+                        Next::Continue
+                    },
+                )
+            })
+            .await;
+            port_tx.send(server.port()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let port = port_rx.recv().unwrap();
+    let read_until = |stream: &mut std::net::TcpStream, needle: &str| {
+        stream
+            .set_read_timeout(Some(support::SAFETY_TIMEOUT))
+            .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = stream
+                .read(&mut buf)
+                .expect("an answer: the runtime is not starved");
+            assert!(n > 0, "closed before {needle:?}: {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    };
+    let mut spinning = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    spinning.write_all(get("/spin").as_bytes()).unwrap();
+    read_until(&mut spinning, "data: spinning\n\n");
+    let mut other = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    other.write_all(get("/hello").as_bytes()).unwrap();
+    let seen = read_until(&mut other, "hello");
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+}

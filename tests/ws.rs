@@ -583,3 +583,67 @@ async fn a_client_that_keeps_talking_is_never_pinged() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
+
+/// Custom messages from a broadcast channel (a chat room: every member's
+/// loop subscribed), and `Next::ContinueWith` moving a loop to a stream of
+/// the application's own.
+#[tokio::test]
+async fn custom_messages_from_a_broadcast_and_then_a_stream() {
+    let (room, _) = tokio::sync::broadcast::channel::<String>(16);
+    let (joined_tx, mut joined) = mpsc::unbounded_channel();
+    let server = serve(move |req: Request<Connection>| {
+        let room = room.clone();
+        let joined = joined_tx.clone();
+        async move {
+            let speak = room.clone();
+            mist::websocket(
+                req,
+                move |_conn| {
+                    let subscribed = room.subscribe();
+                    let _ = joined.send(());
+                    ((), Some(subscribed))
+                },
+                move |_state, conn, message| match message {
+                    WebsocketMessage::Text(text) if text == "switch" => {
+                        let own = futures_util::stream::iter(["x", "y"].map(String::from));
+                        Next::ContinueWith(mist::Messages::from_stream(own))
+                    }
+                    WebsocketMessage::Text(text) => {
+                        let _ = speak.send(text);
+                        Next::Continue
+                    }
+                    WebsocketMessage::Custom(text) => {
+                        mist::send_text_frame(conn, &format!("custom: {text}")).unwrap();
+                        Next::Continue
+                    }
+                    _ => Next::Continue,
+                },
+                |_state| {},
+            )
+        }
+    })
+    .await;
+    let (mut a, _) = tokio_tungstenite::connect_async(ws_url(&server, "/"))
+        .await
+        .unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(ws_url(&server, "/"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(SAFETY_TIMEOUT, joined.recv())
+            .await
+            .expect("both members join")
+            .unwrap();
+    }
+    a.send(Message::text("hi")).await.unwrap();
+    for member in [&mut a, &mut b] {
+        assert_eq!(
+            member.next().await.unwrap().unwrap(),
+            Message::text("custom: hi")
+        );
+    }
+    b.send(Message::text("switch")).await.unwrap();
+    for expected in ["custom: x", "custom: y"] {
+        assert_eq!(b.next().await.unwrap().unwrap(), Message::text(expected));
+    }
+}

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::body::Connection;
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, OutputWake, Socket};
+use crate::messages::Messages;
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 /// Bytes read from the socket at a time.
@@ -40,7 +40,7 @@ pub enum WebsocketMessage<Custom> {
     Closed,
     /// The server is shutting down; the connection closes after this.
     Shutdown,
-    /// A message of the application's own, from the channel `on_init` (or
+    /// A message of the application's own, from the source `on_init` (or
     /// a [`Next::ContinueWith`]) gave.
     Custom(Custom),
 }
@@ -50,8 +50,9 @@ pub enum WebsocketMessage<Custom> {
 pub enum Next<Custom> {
     /// Keep going.
     Continue,
-    /// Keep going, receiving custom messages from this channel from now on.
-    ContinueWith(mpsc::Receiver<Custom>),
+    /// Keep going, receiving custom messages from this source from now on
+    /// (`Next::ContinueWith(rx.into())` for a channel `rx`).
+    ContinueWith(Messages<Custom>),
     /// Close the connection normally (close code 1000).
     Stop,
     /// Close the connection with an error (close code 1011) and a reason.
@@ -415,7 +416,10 @@ impl WebsocketUpgrade {
 /// with `upgrade`, `Sec-WebSocket-Version: 13`, a valid key) and answers
 /// `101`; a malformed upgrade gets `400` with an empty body and nothing
 /// starts. Then, on the connection's own task:
-/// - `on_init` makes the state and, optionally, a channel of custom messages;
+/// - `on_init` makes the state and, optionally, a source of custom messages
+///   (anything that becomes [`Messages`]: a tokio `mpsc` or `broadcast`
+///   receiver, or a stream); they reach `handler` as
+///   [`WebsocketMessage::Custom`];
 /// - `handler` runs for every message, with the state by `&mut` (so it
 ///   survives a panic and reaches `on_close`);
 /// - `on_close` runs exactly once, however the connection ends.
@@ -431,7 +435,7 @@ impl WebsocketUpgrade {
 /// async fn ws(req: Request<Connection>) -> Response<ResponseData> {
 ///     mist::websocket(
 ///         req,
-///         |_conn| (0u64, None::<tokio::sync::mpsc::Receiver<()>>),
+///         |_conn| (0u64, None::<mist::Messages<()>>),
 ///         |count, conn, msg| {
 ///             match msg {
 ///                 WebsocketMessage::Text(text) => {
@@ -449,7 +453,7 @@ impl WebsocketUpgrade {
 ///     )
 /// }
 /// ```
-pub fn websocket<State, Custom, Init, Handler, Close>(
+pub fn websocket<State, Custom, Source, Init, Handler, Close>(
     request: Request<Connection>,
     on_init: Init,
     handler: Handler,
@@ -458,7 +462,8 @@ pub fn websocket<State, Custom, Init, Handler, Close>(
 where
     State: Send + 'static,
     Custom: Send + 'static,
-    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>) + Send + 'static,
+    Source: Into<Messages<Custom>> + 'static,
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<Source>) + Send + 'static,
     Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>
         + Send
         + 'static,
@@ -484,13 +489,13 @@ where
 ///     mist::websocket_with_options(
 ///         req,
 ///         options,
-///         |_conn| ((), None::<tokio::sync::mpsc::Receiver<()>>),
+///         |_conn| ((), None::<mist::Messages<()>>),
 ///         |_state, _conn, _msg| Next::Continue,
 ///         |_state| {},
 ///     )
 /// }
 /// ```
-pub fn websocket_with_options<State, Custom, Init, Handler, Close>(
+pub fn websocket_with_options<State, Custom, Source, Init, Handler, Close>(
     request: Request<Connection>,
     options: WebsocketOptions,
     on_init: Init,
@@ -500,7 +505,8 @@ pub fn websocket_with_options<State, Custom, Init, Handler, Close>(
 where
     State: Send + 'static,
     Custom: Send + 'static,
-    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>) + Send + 'static,
+    Source: Into<Messages<Custom>> + 'static,
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<Source>) + Send + 'static,
     Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>
         + Send
         + 'static,
@@ -557,7 +563,7 @@ enum End {
     Gone,
 }
 
-async fn run<State, Custom, Init, Handler, Close>(
+async fn run<State, Custom, Source, Init, Handler, Close>(
     upgraded: Handover,
     options: WebsocketOptions,
     deflate: Option<DeflateParams>,
@@ -565,7 +571,8 @@ async fn run<State, Custom, Init, Handler, Close>(
     mut handler: Handler,
     on_close: Close,
 ) where
-    Init: FnOnce(&WebsocketConnection) -> (State, Option<mpsc::Receiver<Custom>>),
+    Source: Into<Messages<Custom>>,
+    Init: FnOnce(&WebsocketConnection) -> (State, Option<Source>),
     Handler: FnMut(&mut State, &WebsocketConnection, WebsocketMessage<Custom>) -> Next<Custom>,
     Close: FnOnce(State),
 {
@@ -591,7 +598,9 @@ async fn run<State, Custom, Init, Handler, Close>(
     let mut decoder = MessageDecoder::new(options.limits, deflate.as_ref());
     // One timer for every write and the close handshake of the connection.
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-    let (state, mut custom) = match catch_unwind(AssertUnwindSafe(|| on_init(&conn))) {
+    let init = catch_unwind(AssertUnwindSafe(|| on_init(&conn)))
+        .map(|(state, source)| (state, source.map(Into::<Messages<Custom>>::into)));
+    let (state, mut custom) = match init {
         Ok(init) => init,
         Err(_) => {
             error!("WebSocket on_init panicked; closing with 1011");
@@ -604,32 +613,31 @@ async fn run<State, Custom, Init, Handler, Close>(
         state: Some(state),
         on_close: Some(on_close),
     };
-    let mut deliver = |message: WebsocketMessage<Custom>,
-                       custom: &mut Option<mpsc::Receiver<Custom>>|
-     -> Option<End> {
-        let state = guard.state.as_mut()?;
-        shared.wake.callback_starts();
-        match catch_unwind(AssertUnwindSafe(|| handler(state, &conn, message))) {
-            Ok(Next::Continue) => None,
-            Ok(Next::ContinueWith(channel)) => {
-                *custom = Some(channel);
-                None
+    let mut deliver =
+        |message: WebsocketMessage<Custom>, custom: &mut Option<Messages<Custom>>| -> Option<End> {
+            let state = guard.state.as_mut()?;
+            shared.wake.callback_starts();
+            match catch_unwind(AssertUnwindSafe(|| handler(state, &conn, message))) {
+                Ok(Next::Continue) => None,
+                Ok(Next::ContinueWith(source)) => {
+                    *custom = Some(source);
+                    None
+                }
+                Ok(Next::Stop) => {
+                    queue_close(&shared, CloseCode::NORMAL, "");
+                    Some(End::ServerClosed)
+                }
+                Ok(Next::AbnormalStop(reason)) => {
+                    queue_close(&shared, CloseCode::INTERNAL_ERROR, &reason);
+                    Some(End::ServerClosed)
+                }
+                Err(_) => {
+                    error!("WebSocket handler panicked; closing with 1011");
+                    queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
+                    Some(End::ServerClosed)
+                }
             }
-            Ok(Next::Stop) => {
-                queue_close(&shared, CloseCode::NORMAL, "");
-                Some(End::ServerClosed)
-            }
-            Ok(Next::AbnormalStop(reason)) => {
-                queue_close(&shared, CloseCode::INTERNAL_ERROR, &reason);
-                Some(End::ServerClosed)
-            }
-            Err(_) => {
-                error!("WebSocket handler panicked; closing with 1011");
-                queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
-                Some(End::ServerClosed)
-            }
-        }
-    };
+        };
 
     // Silence detection (`WebsocketOptions::ping_interval`): a read only
     // sets `heard`; the clock is read when the timer fires, once an
@@ -711,8 +719,8 @@ async fn run<State, Custom, Init, Handler, Close>(
                 if poll_deadline(&mut timer, &mut armed, Deadline::At(due), cx).is_ready() {
                     return Poll::Ready(Event::Tick);
                 }
-                if let Some(channel) = custom.as_mut() {
-                    if let Poll::Ready(message) = channel.poll_recv(cx) {
+                if let Some(source) = custom.as_mut() {
+                    if let Poll::Ready(message) = source.poll_next(cx) {
                         return Poll::Ready(Event::Custom(message));
                     }
                 }
