@@ -14,15 +14,13 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use mist::{Chunk, Connection, Next, ReadError, ResponseData, WebsocketMessage};
-use std::collections::HashMap;
+use mist::{Chunk, Connection, Messages, Next, ReadError, ResponseData, WebsocketMessage};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::broadcast;
 
 /// Bodies `/echo` and `/stream` accept.
 const ECHO_LIMIT: usize = 4_000_000;
@@ -596,19 +594,18 @@ fn ticks(req: Request<Connection>) -> Response<ResponseData> {
         req,
         Response::new(()),
         move || {
-            let (tx, rx) = mpsc::channel(1);
-            tokio::spawn(async move {
-                for i in 1..=count {
-                    if i > 1 {
-                        tokio::time::sleep(Duration::from_millis(interval)).await;
-                    }
-                    // The stream's end (the client left) ends the ticker too.
-                    if tx.send(i).await.is_err() {
-                        return;
-                    }
+            // The ticks are a stream the stream's loop polls: no task, and
+            // nothing left running when the client leaves.
+            let ticks = stream::unfold(1, move |i| async move {
+                if i > count {
+                    return None;
                 }
+                if i > 1 {
+                    tokio::time::sleep(Duration::from_millis(interval)).await;
+                }
+                Some((i, i + 1))
             });
-            Ok::<_, std::convert::Infallible>((count, rx))
+            Ok::<_, std::convert::Infallible>((count, Messages::from_stream(ticks)))
         },
         |i, conn, count| {
             let mut tick = mist::event(i.to_string()).id(i.to_string()).name("tick");
@@ -628,7 +625,7 @@ fn ticks(req: Request<Connection>) -> Response<ResponseData> {
 fn websocket_echo(req: Request<Connection>) -> Response<ResponseData> {
     mist::websocket(
         req,
-        |_conn| ((), None::<mpsc::Receiver<()>>),
+        |_conn| ((), None::<Messages<()>>),
         |_state, conn, message| {
             let sent = match message {
                 WebsocketMessage::Text(text) => mist::send_text_frame(conn, &text),
@@ -644,38 +641,25 @@ fn websocket_echo(req: Request<Connection>) -> Response<ResponseData> {
     )
 }
 
-/// The members of the `/ws/chat` room: each one's channel of messages.
-struct Room {
-    next_id: AtomicU64,
-    members: Mutex<HashMap<u64, mpsc::Sender<String>>>,
-}
+/// The `/ws/chat` room: one broadcast channel, to which every member's
+/// loop is subscribed.
+static ROOM: LazyLock<broadcast::Sender<String>> =
+    LazyLock::new(|| broadcast::channel(CHAT_BACKLOG).0);
 
-static ROOM: LazyLock<Room> = LazyLock::new(|| Room {
-    next_id: AtomicU64::new(0),
-    members: Mutex::new(HashMap::new()),
-});
-
-/// Messages a slow member may have waiting before it misses some.
+/// Messages a slow member may have waiting before it misses the oldest.
 const CHAT_BACKLOG: usize = 256;
 
 /// `GET /ws/chat`: a chat room. Every text message goes to every member,
-/// the sender included, through each member's custom-message channel.
+/// the sender included, as the custom messages of each member's loop.
 fn websocket_chat(req: Request<Connection>) -> Response<ResponseData> {
     mist::websocket(
         req,
-        |_conn| {
-            let (tx, rx) = mpsc::channel(CHAT_BACKLOG);
-            let id = ROOM.next_id.fetch_add(1, Ordering::Relaxed);
-            ROOM.members.lock().unwrap().insert(id, tx);
-            (id, Some(rx))
-        },
-        |_id, conn, message| match message {
+        |_conn| ((), Some(ROOM.subscribe())),
+        |_state, conn, message| match message {
             WebsocketMessage::Text(text) => {
-                for member in ROOM.members.lock().unwrap().values() {
-                    // A member too slow to keep up misses messages rather
-                    // than slowing the room down.
-                    let _ = member.try_send(text.clone());
-                }
+                // Nobody in the room is not an error; a member too slow to
+                // keep up misses messages rather than slowing the room down.
+                let _ = ROOM.send(text);
                 Next::Continue
             }
             WebsocketMessage::Custom(text) => match mist::send_text_frame(conn, &text) {
@@ -684,9 +668,7 @@ fn websocket_chat(req: Request<Connection>) -> Response<ResponseData> {
             },
             _ => Next::Continue,
         },
-        |id| {
-            ROOM.members.lock().unwrap().remove(&id);
-        },
+        |_state| {},
     )
 }
 

@@ -2,17 +2,19 @@
 //! of one broadcast ([`mist_bench::fanout`], 100 a second) to every client.
 //! The example has no broadcast route, so this is a bench-only server.
 //!
-//! mist's `server_sent_events` is driven by an `mpsc::Receiver`, so each
-//! stream gets a small task that forwards the broadcast into its channel,
-//! as a mist user with a `tokio::sync::broadcast` would write it.
+//! Each stream's loop takes its messages from its own subscription to the
+//! broadcast (`mist::Messages` from a `broadcast::Receiver`), as a mist
+//! user would write it and as the axum peer does with its stream.
 //!
-//! `--one-forwarder` (not used by bench/run; for comparison by hand): one
-//! task instead takes every tick from the broadcast and `try_send`s it to
-//! every stream's channel, as the example's chat room does, which saves a
-//! task wake-up per event.
+//! For comparison by hand (bench/run uses neither):
+//! - `--forward-each`: a task per stream forwards the broadcast into the
+//!   stream's `mpsc` channel, which is what mist users had to write while
+//!   the loops took only an `mpsc::Receiver`;
+//! - `--one-forwarder`: one task takes every tick from the broadcast and
+//!   `try_send`s it to every stream's channel.
 
 use http::{Request, Response, StatusCode};
-use mist::{Connection, Next, ResponseData};
+use mist::{Connection, Messages, Next, ResponseData};
 use mist_bench::Tick;
 use std::convert::Infallible;
 use std::sync::{Mutex, OnceLock};
@@ -69,18 +71,31 @@ fn register(tx: mpsc::Sender<Tick>) {
     streams.lock().unwrap().push(tx);
 }
 
-fn fanout(req: Request<Connection>, one_forwarder: bool) -> Response<ResponseData> {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Subscribe,
+    ForwardEach,
+    OneForwarder,
+}
+
+fn fanout(req: Request<Connection>, mode: Mode) -> Response<ResponseData> {
     mist::server_sent_events(
         req,
         Response::new(()),
         move || {
-            let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
-            if one_forwarder {
-                register(tx);
-            } else {
-                forward(tx);
-            }
-            Ok::<_, Infallible>(((), rx))
+            let messages: Messages<Tick> = match mode {
+                Mode::Subscribe => mist_bench::fanout().subscribe().into(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
+                    if mode == Mode::OneForwarder {
+                        register(tx);
+                    } else {
+                        forward(tx);
+                    }
+                    rx.into()
+                }
+            };
+            Ok::<_, Infallible>(((), messages))
         },
         |(id, data), conn, _state| {
             let event = mist::event(&*data).id(id.to_string());
@@ -95,12 +110,18 @@ fn fanout(req: Request<Connection>, one_forwarder: bool) -> Response<ResponseDat
 #[tokio::main]
 async fn main() {
     let mut argv: Vec<String> = std::env::args().collect();
-    let one_forwarder = argv.iter().any(|a| a == "--one-forwarder");
-    argv.retain(|a| a != "--one-forwarder");
+    let mode = if argv.iter().any(|a| a == "--one-forwarder") {
+        Mode::OneForwarder
+    } else if argv.iter().any(|a| a == "--forward-each") {
+        Mode::ForwardEach
+    } else {
+        Mode::Subscribe
+    };
+    argv.retain(|a| a != "--one-forwarder" && a != "--forward-each");
     let args = mist_bench::args_from(argv.into_iter().skip(1));
     let server = mist::new(move |req: Request<Connection>| async move {
         if req.uri().path() == "/fanout" {
-            fanout(req, one_forwarder)
+            fanout(req, mode)
         } else {
             let mut response = Response::new(ResponseData::empty());
             *response.status_mut() = StatusCode::NOT_FOUND;
