@@ -81,6 +81,9 @@ mod builder;
 mod client_info;
 mod config;
 mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod io;
 mod messages;
