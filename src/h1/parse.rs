@@ -85,6 +85,16 @@ pub(crate) fn parse_head(
         return Err(ParseError::UriTooLong);
     }
     let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
+    // The bound `check_partial` puts on a request line still arriving, so
+    // that a line is refused however it arrives: with a target within its
+    // limit, only a long method can exceed it (RFC 9112 §3: 501).
+    let line_len = buf[path_range.end..head_len]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head_len, |at| path_range.end + at);
+    if line_len > config.max_request_target + REQUEST_LINE_SLACK {
+        return Err(ParseError::NotImplemented("method too long"));
+    }
 
     // Positions of names and values, so that after the head is frozen into
     // `Bytes` every value can share it instead of being copied.
@@ -264,8 +274,10 @@ fn name_set(name: &[u8]) -> usize {
 
 /// Decides early whether an incomplete head can still become acceptable.
 fn check_partial(buf: &[u8], config: &Config) -> Result<(), ParseError> {
-    let line_complete = buf.contains(&b'\n');
-    if !line_complete && buf.len() > config.max_request_target + REQUEST_LINE_SLACK {
+    // The request line so far (whole or not): over the bound, the target
+    // (or, rarely, the method) is too long however the rest arrives.
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line_len > config.max_request_target + REQUEST_LINE_SLACK {
         return Err(ParseError::UriTooLong);
     }
     if buf.len() >= config.max_head_size {
@@ -666,6 +678,17 @@ mod tests {
         assert_eq!(parse(&long).unwrap_err(), ParseError::UriTooLong);
         let partial = format!("GET /{}", "a".repeat(9000));
         assert_eq!(parse(&partial).unwrap_err(), ParseError::UriTooLong);
+        // A request line over the bound by its method is refused whole as
+        // it is refused while it arrives (found by fuzzing).
+        let method = "M".repeat(Config::default().max_request_target + REQUEST_LINE_SLACK);
+        let long_method = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            parse(&long_method).unwrap_err(),
+            ParseError::NotImplemented("method too long")
+        );
+        assert!(parse(&long_method[..method.len() + 3]).is_err());
+        let method = "M".repeat(40);
+        assert!(parse(&format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n")).is_ok());
         let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(70_000));
         assert_eq!(parse(&big).unwrap_err(), ParseError::HeadTooLarge);
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
