@@ -19,10 +19,14 @@ const INITIAL_CAPACITY_CAP: usize = 64 * 1024;
 /// implements it (HTTP/1.1 today), so this module never depends on one.
 pub(crate) trait BodySource: Send + Sync {
     /// The next piece of the body, at most `max` bytes; `None` at its end.
+    /// `gather`: a piece of a body with a declared length waits for `max`
+    /// bytes (at most 64 KiB) or the rest of the body; otherwise it is
+    /// what has arrived.
     fn poll_data(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
+        gather: bool,
     ) -> Poll<Result<Option<Bytes>, ReadError>>;
 
     /// The body's length when the client declared it.
@@ -34,8 +38,9 @@ pub(crate) trait BodySource: Send + Sync {
 ///
 /// Read it with [`read_body`] (all of it, with a limit) or [`stream()`]
 /// (piece by piece); ask who sent it with [`get_client_info`](crate::get_client_info).
-/// The body must be read before the handler returns its response; a body
-/// the handler leaves unread is discarded by the server.
+/// The body must be read before the handler returns its response, or by
+/// the response's own chunked stream (see [`stream()`]); a body left
+/// unread is discarded by the server.
 ///
 /// ```no_run
 /// use http::{Request, Response};
@@ -164,7 +169,7 @@ pub async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut total = 0usize;
-    while let Some(piece) = poll_fn(|cx| source.poll_data(cx, budget - total)).await? {
+    while let Some(piece) = poll_fn(|cx| source.poll_data(cx, budget - total, true)).await? {
         total += piece.len();
         if total > max_body_limit {
             return Err(ReadError::ExcessBody);
@@ -201,6 +206,23 @@ pub async fn read_body(
 /// the [`BodyStream`] as a `futures` `Stream` of `Bytes`. Works the same for
 /// `Content-Length` and chunked bodies (extensions and trailers are read
 /// and dropped). The request keeps its head; its body is then empty.
+///
+/// The stream can also be the response's body: the engine writes each
+/// piece back while the client is still sending the rest (a proxy, an
+/// upload transformed on the fly). A client waiting for `100 Continue`
+/// gets it ahead of the response then.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+///
+/// async fn shout(mut req: Request<Connection>) -> Response<ResponseData> {
+///     let upper = mist::stream(&mut req)
+///         .map(|piece| piece.map(|bytes| bytes.to_ascii_uppercase()));
+///     Response::new(ResponseData::chunked_stream(upper))
+/// }
+/// ```
 ///
 /// ```no_run
 /// use http::{Request, Response};
@@ -246,8 +268,8 @@ pub enum Chunk {
 
 /// A request body read in pieces; see [`stream()`].
 ///
-/// Also a `futures` `Stream` of `Result<Bytes, ReadError>` (pieces of at
-/// most 64 KiB, gathered as [`BodyStream::consume`] gathers them):
+/// Also a `futures` `Stream` of `Result<Bytes, ReadError>`: each piece is
+/// what has arrived, at most 64 KiB, without waiting for more.
 ///
 /// ```no_run
 /// use futures_util::StreamExt;
@@ -282,7 +304,7 @@ impl BodyStream {
         let Some(source) = self.source.as_mut() else {
             return Ok(Chunk::Done);
         };
-        match poll_fn(|cx| source.poll_data(cx, size.max(1))).await? {
+        match poll_fn(|cx| source.poll_data(cx, size.max(1), true)).await? {
             Some(bytes) => Ok(Chunk::Data(bytes)),
             None => {
                 self.source = None;
@@ -313,7 +335,7 @@ impl Stream for BodyStream {
         let Some(source) = self.source.as_mut() else {
             return Poll::Ready(None);
         };
-        match source.poll_data(cx, STREAM_PIECE) {
+        match source.poll_data(cx, STREAM_PIECE, false) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(bytes))) => Poll::Ready(Some(Ok(bytes))),
             Poll::Ready(Ok(None)) => {

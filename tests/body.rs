@@ -273,3 +273,113 @@ async fn client_info_reports_ipv6_loopback_as_short_form() {
 }
 
 use tokio::io::AsyncWriteExt;
+
+/// Streams the request body back as the response's chunks, as it arrives.
+async fn stream_back(mut req: Request<Connection>) -> Response<ResponseData> {
+    let body = mist::stream(&mut req);
+    Response::new(ResponseData::chunked_stream(body))
+}
+
+/// The response's stream reads the request body while the response is
+/// written: the first piece comes back before the client sends the rest,
+/// and the connection goes on afterwards.
+#[tokio::test]
+async fn a_response_stream_reads_the_request_body_as_it_arrives() {
+    let server = serve(stream_back).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+        .await;
+    let head = client.head_response().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(client.next_chunk().await.unwrap(), b"hello");
+    client.send("world").await;
+    assert_eq!(client.next_chunk().await.unwrap(), b"world");
+    assert_eq!(client.next_chunk().await, None);
+    client.send(post("/", b"again")).await;
+    assert_eq!(client.response().await.text(), "again");
+}
+
+/// A chunked request body streams back the same way.
+#[tokio::test]
+async fn a_chunked_request_body_streams_into_the_response() {
+    let server = serve(stream_back).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        .await;
+    assert_eq!(client.head_response().await.status, 200);
+    assert_eq!(client.next_chunk().await.unwrap(), b"one");
+    client.send("3\r\ntwo\r\n0\r\n\r\n").await;
+    assert_eq!(client.next_chunk().await.unwrap(), b"two");
+    assert_eq!(client.next_chunk().await, None);
+}
+
+/// A client waiting for `100 Continue` gets it ahead of the response whose
+/// stream will read its body.
+#[tokio::test]
+async fn a_streamed_body_is_asked_for_with_100_continue() {
+    let server = serve(stream_back).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .await;
+    assert_eq!(client.head_response().await.status, 100);
+    assert_eq!(client.head_response().await.status, 200);
+    client.send("body").await;
+    assert_eq!(client.next_chunk().await.unwrap(), b"body");
+    assert_eq!(client.next_chunk().await, None);
+}
+
+/// A body larger than the server would discard is no reason to close when
+/// the response's stream reads all of it.
+#[tokio::test]
+async fn a_large_streamed_body_keeps_the_connection() {
+    let server = serve(stream_back).await;
+    let mut client = Client::connect(&server).await;
+    let body = vec![b'x'; 1024 * 1024];
+    client.send(post("/", &body)).await;
+    let resp = client.response().await;
+    assert_eq!(resp.body.len(), body.len());
+    assert_eq!(resp.header("connection"), None);
+    client.send(post("/", b"still open")).await;
+    assert_eq!(client.response().await.text(), "still open");
+}
+
+/// A stream that stops reading early: the rest of a large body is not
+/// read, and the connection closes after the complete response.
+#[tokio::test]
+async fn a_stream_that_stops_early_closes_after_a_large_body() {
+    let server = serve(|mut req: Request<Connection>| async move {
+        let first = mist::stream(&mut req).take(1);
+        Response::new(ResponseData::chunked_stream(first))
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    let body = vec![b'y'; 1024 * 1024];
+    // The client may still be sending when the server closes.
+    let _ = client.try_send(post("/", &body)).await;
+    let resp = client.response().await;
+    assert!(!resp.body.is_empty() && resp.body.iter().all(|&b| b == b'y'));
+    assert!(client.is_closed().await);
+}
+
+/// A client that goes silent halfway through a body that streams back:
+/// the body's read timeout fails the stream, and the connection ends
+/// without the last chunk (a reset), so the client cannot take the
+/// response as whole. Nothing waits forever.
+#[tokio::test]
+async fn a_silent_client_fails_a_streamed_body_without_a_last_chunk() {
+    let server =
+        start(mist::new(stream_back).body_read_timeout(std::time::Duration::from_millis(100)))
+            .await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nsome")
+        .await;
+    assert_eq!(client.head_response().await.status, 200);
+    assert_eq!(client.next_chunk().await.unwrap(), b"some");
+    let rest = client.read_to_close().await;
+    assert!(!rest.ends_with(b"0\r\n\r\n"), "no last chunk: {rest:?}");
+}

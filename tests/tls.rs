@@ -60,6 +60,11 @@ async fn routes(mut req: Request<Connection>) -> Response<ResponseData> {
             Err(err) => text(500, err.to_string()),
         },
         "/uri" => text(200, req.uri().to_string()),
+        // The request body streamed back as it arrives.
+        "/stream-back" => {
+            let body = mist::stream(&mut req);
+            Response::new(ResponseData::chunked_stream(body))
+        }
         _ => text(404, "not found"),
     }
 }
@@ -568,6 +573,23 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let resp = client.response().await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "hello");
+}
+
+/// A response stream that reads the request body works through TLS: each
+/// piece leaves (flushed through rustls) before the client sends the next.
+#[tokio::test]
+async fn a_response_stream_reads_the_request_body_over_tls() {
+    let fx = fixture("stream-back");
+    let server = serve_tls(&fx).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
+    client
+        .send("POST /stream-back HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8\r\n\r\nping")
+        .await;
+    assert_eq!(client.head_response().await.status, 200);
+    assert_eq!(client.next_chunk().await.unwrap(), b"ping");
+    client.send("pong").await;
+    assert_eq!(client.next_chunk().await.unwrap(), b"pong");
+    assert_eq!(client.next_chunk().await, None);
 }
 
 #[tokio::test]

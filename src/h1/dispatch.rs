@@ -6,7 +6,9 @@
 use super::decode::Decoder;
 use super::encode::{self, encode_chunk_size, encode_head, Framing, LAST_CHUNK};
 use super::error::ParseError;
-use super::io::{map_give, pool_give, pool_take, take_back, LentBody, Transport};
+use super::io::{
+    map_give, pool_give, pool_take, take_back, with_lent, write_out_lent, Lent, LentBody, Transport,
+};
 use super::parse::{parse_head, Head};
 use crate::body::Connection;
 use crate::builder::Handler;
@@ -23,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -119,6 +121,8 @@ where
             (exchange, head.request, declared)
         };
         let slot = slot.get_or_insert_with(|| Box::pin(None));
+        // Set when the response's body stream reads the request body.
+        let mut streamed_body = None;
         let concluded = if transport.decoder.is_pending() {
             // The handler may read the body (and send 100 Continue):
             // earlier responses must reach the socket first.
@@ -138,13 +142,22 @@ where
             let request = with_body(request, Connection::new(ctx.peer, Some(Box::new(body))));
             start(slot.as_mut(), || handler.call(request));
             let outcome = poll_fn(|cx| poll_handler(slot.as_mut(), cx)).await;
+            // A response stream that kept the request body reads it while
+            // it is written: the transport stays lent to it (a proxy, an
+            // upload transformed on the fly).
+            let body_kept = Arc::strong_count(&lent) > 1
+                && matches!(&outcome, Ok(response) if matches!(response.body(), ResponseData::Chunked(_)));
             match take_back(&lent) {
                 Some(back) => transport = back,
-                // The handler kept the request body past its response: the
-                // transport went with it.
                 None => return,
             }
             transport.disarm();
+            if body_kept
+                && transport.decoder.is_pending()
+                && transport.continue_before_response(&mut write_buf)
+            {
+                streamed_body = Some(lent);
+            }
             conclude(
                 outcome,
                 exchange,
@@ -152,6 +165,7 @@ where
                 &mut write_buf,
                 &ctx,
                 true,
+                streamed_body.is_some(),
             )
         } else {
             start(slot.as_mut(), || handler.call(request));
@@ -181,6 +195,7 @@ where
                     &mut write_buf,
                     &ctx,
                     check_clock,
+                    false,
                 ))
             })
             .await
@@ -207,7 +222,30 @@ where
                 // A stream may run for long and leave its last chunk in the
                 // buffer: the next response reads the clock again.
                 waited_since_encoding = true;
-                Box::pin(write_rest(&mut transport, &mut write_buf, rest, &config)).await
+                match (rest, streamed_body) {
+                    (Rest::Chunks(chunks, framed), Some(lent)) => {
+                        // Lent again: the stream reads the request body
+                        // between the writes of its chunks.
+                        *lent.lock().unwrap_or_else(PoisonError::into_inner) = Some(transport);
+                        let written = Box::pin(write_chunks(
+                            Out::Lent(&lent),
+                            &mut write_buf,
+                            chunks,
+                            framed,
+                            &config,
+                        ))
+                        .await;
+                        match take_back(&lent) {
+                            Some(back) => transport = back,
+                            None => return,
+                        }
+                        transport.disarm();
+                        written
+                    }
+                    (rest, _) => {
+                        Box::pin(write_rest(&mut transport, &mut write_buf, rest, &config)).await
+                    }
+                }
             }
             Err(err) => Err(err),
         };
@@ -325,6 +363,7 @@ fn conclude<S: Socket>(
     write_buf: &mut BytesMut,
     ctx: &ConnContext,
     check_clock: bool,
+    body_streams: bool,
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
@@ -368,7 +407,9 @@ fn conclude<S: Socket>(
         || ctx.shutdown.is_stopping()
         || matches!(transport.decoder, Decoder::Failed)
         || continue_owed
-        || matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard);
+        // Too much to discard: unless the response's stream reads it.
+        || (!body_streams
+            && matches!(transport.decoder, Decoder::Length(rest) if rest > config.max_discard));
     let (parts, body) = response.into_parts();
     let rest = encode_response(
         write_buf,
@@ -697,7 +738,7 @@ async fn write_rest<S: Socket>(
                 .await
         }
         Rest::Chunks(chunks, framed) => {
-            write_chunks(transport, write_buf, chunks, framed, config).await
+            write_chunks(Out::Own(transport), write_buf, chunks, framed, config).await
         }
         Rest::File(file) => {
             // On plain TCP the head waits for the file's first bytes and
@@ -716,7 +757,7 @@ async fn write_rest<S: Socket>(
 /// Streams a chunked body: every chunk the stream has ready is gathered,
 /// and the buffer is written whenever the stream has to wait.
 async fn write_chunks<S: Socket>(
-    transport: &mut Transport<S>,
+    mut out: Out<'_, S>,
     write_buf: &mut BytesMut,
     mut chunks: ChunkedBody,
     framed: bool,
@@ -726,7 +767,7 @@ async fn write_chunks<S: Socket>(
         let next = match poll_fn(|cx| Poll::Ready(poll_chunk(&mut chunks, cx))).await {
             Poll::Ready(next) => next,
             Poll::Pending => {
-                flush(transport, write_buf, config).await?;
+                out.flush(write_buf, config).await?;
                 poll_fn(|cx| poll_chunk(&mut chunks, cx)).await
             }
         };
@@ -741,15 +782,14 @@ async fn write_chunks<S: Socket>(
                 if chunk.len() <= COPY_BODY_MAX {
                     write_buf.extend_from_slice(&chunk);
                 } else {
-                    transport
-                        .write_out(&mut (&mut *write_buf).chain(chunk), config.write_timeout)
+                    out.write_out(&mut (&mut *write_buf).chain(chunk), config.write_timeout)
                         .await?;
                 }
                 if framed {
                     write_buf.put_slice(b"\r\n");
                 }
                 if write_buf.len() >= WRITE_BUFFER_FLUSH {
-                    flush(transport, write_buf, config).await?;
+                    out.flush(write_buf, config).await?;
                 }
             }
             Some(Err(err)) => {
@@ -757,8 +797,8 @@ async fn write_chunks<S: Socket>(
                 // client must not take the body as whole, also when the body
                 // runs until close (HTTP/1.0).
                 debug!(%err, "chunked response stream failed; resetting the connection");
-                let _ = flush(transport, write_buf, config).await;
-                transport.abort();
+                let _ = out.flush(write_buf, config).await;
+                out.abort();
                 return Err(io::Error::other(err));
             }
             None => {
@@ -766,6 +806,49 @@ async fn write_chunks<S: Socket>(
                     write_buf.put_slice(LAST_CHUNK);
                 }
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Where a chunked body goes: the connection's transport, or one that
+/// stays lent because the body's stream reads the request body.
+enum Out<'a, S> {
+    Own(&'a mut Transport<S>),
+    Lent(&'a Lent<S>),
+}
+
+impl<S: Socket> Out<'_, S> {
+    async fn write_out<B: Buf>(
+        &mut self,
+        buf: &mut B,
+        timeout: std::time::Duration,
+    ) -> io::Result<()> {
+        match self {
+            Out::Own(transport) => transport.write_out(buf, timeout).await,
+            Out::Lent(lent) => write_out_lent(lent, buf, timeout).await,
+        }
+    }
+
+    async fn flush(&mut self, write_buf: &mut BytesMut, config: &Config) -> io::Result<()> {
+        match self {
+            Out::Own(transport) => flush(transport, write_buf, config).await,
+            Out::Lent(lent) => {
+                if write_buf.is_empty() {
+                    return Ok(());
+                }
+                let result = write_out_lent(lent, write_buf, config.write_timeout).await;
+                write_buf.clear();
+                result
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        match self {
+            Out::Own(transport) => transport.abort(),
+            Out::Lent(lent) => {
+                with_lent(lent, |transport| transport.abort());
             }
         }
     }

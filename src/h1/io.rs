@@ -5,7 +5,7 @@ use super::decode::{Decoded, Decoder};
 use crate::body::{BodySource, ReadError};
 use crate::config::READ_CHUNK;
 use crate::io::{deadline_after, poll_deadline, poll_write_all, timed, Deadline, TimedOut};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
@@ -200,27 +200,54 @@ impl<S: crate::io::Socket> Transport<S> {
         timeout: Duration,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         let mut armed = false;
+        poll_fn(move |cx| self.poll_write_out(buf, &mut armed, timeout, cx))
+    }
+
+    /// One poll of [`Transport::write_out`].
+    fn poll_write_out<B: Buf>(
+        &mut self,
+        buf: &mut B,
+        armed: &mut bool,
+        timeout: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         let Transport { stream, timer, .. } = self;
-        poll_fn(move |cx| {
-            poll_write_all(buf, timer, &mut armed, timeout, cx, |buf, cx| {
-                if !buf.has_remaining() {
-                    return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None);
-                }
-                let mut slices = [IoSlice::new(&[]); 4];
-                let count = buf.chunks_vectored(&mut slices);
-                Pin::new(&mut *stream)
-                    .poll_write_vectored(cx, &slices[..count])
-                    .map_ok(Some)
-            })
+        poll_write_all(buf, timer, armed, timeout, cx, |buf, cx| {
+            if !buf.has_remaining() {
+                return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None);
+            }
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = buf.chunks_vectored(&mut slices);
+            Pin::new(&mut *stream)
+                .poll_write_vectored(cx, &slices[..count])
+                .map_ok(Some)
         })
+    }
+
+    /// Puts a `100 Continue` the client still waits for in `write_buf`,
+    /// ahead of the response about to be written there: the response's
+    /// body stream will read the request body. False if part of it has
+    /// already been written on its own (then it must be finished first).
+    pub(crate) fn continue_before_response(&mut self, write_buf: &mut BytesMut) -> bool {
+        match self.continue_state {
+            Continue::No => true,
+            Continue::Owed(0) => {
+                write_buf.put_slice(CONTINUE);
+                self.continue_state = Continue::No;
+                true
+            }
+            Continue::Owed(_) => false,
+        }
     }
 
     /// The next piece of the request body (at most `max` bytes), sending a
     /// pending `100 Continue` first. Waits at most `timeout` for the client.
+    /// `gather`: see [`BodySource::poll_data`].
     pub(crate) fn poll_body(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
+        gather: bool,
         timeout: Duration,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
         loop {
@@ -255,7 +282,7 @@ impl<S: crate::io::Socket> Transport<S> {
             // asks for `max` bytes expects: a body read whole is then one
             // buffer, not pieces copied together afterwards.
             let gathering = match self.decoder {
-                Decoder::Length(rest) => {
+                Decoder::Length(rest) if gather => {
                     let piece = rest.min(max as u64).min(BODY_READ_MAX as u64);
                     (self.read_buf.len() as u64) < piece
                 }
@@ -336,7 +363,7 @@ impl<S: crate::io::Socket> Transport<S> {
         );
         let drained = timed(&mut timer, deadline, async {
             loop {
-                match poll_fn(|cx| self.poll_body(cx, usize::MAX, timeout)).await {
+                match poll_fn(|cx| self.poll_body(cx, usize::MAX, false, timeout)).await {
                     Ok(Some(_)) if self.raw_read <= limit => {}
                     Ok(None) => return self.raw_read <= limit,
                     Ok(Some(_)) | Err(_) => return false,
@@ -498,6 +525,37 @@ pub(crate) fn take_back<S>(lent: &Lent<S>) -> Option<Transport<S>> {
     lent.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
+/// [`Transport::write_out`] on a transport that stays lent: the response's
+/// body stream reads the request body through it between writes. It is
+/// locked for each poll only, never across a wait.
+pub(crate) fn write_out_lent<'a, S: crate::io::Socket, B: Buf>(
+    lent: &'a Lent<S>,
+    buf: &'a mut B,
+    timeout: Duration,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    let mut armed = false;
+    poll_fn(move |cx| {
+        let mut guard = lent.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(transport) = guard.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("the connection was lost")));
+        };
+        let written = transport.poll_write_out(buf, &mut armed, timeout, cx);
+        if written.is_ready() {
+            // The timer was the write's: the body's next wait starts its own.
+            transport.disarm();
+        }
+        written
+    })
+}
+
+/// Runs `f` on a transport that stays lent; `None` if it was lost.
+pub(crate) fn with_lent<S, T>(lent: &Lent<S>, f: impl FnOnce(&mut Transport<S>) -> T) -> Option<T> {
+    lent.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+        .map(f)
+}
+
 /// The request body as the handler sees it: reads go through the lent
 /// transport, and fail once the server has taken it back (the handler kept
 /// the body past its response).
@@ -512,13 +570,14 @@ impl<S: crate::io::Socket> BodySource for LentBody<S> {
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
+        gather: bool,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
         let mut guard = self
             .transport
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match guard.as_mut() {
-            Some(transport) => transport.poll_body(cx, max, self.timeout),
+            Some(transport) => transport.poll_body(cx, max, gather, self.timeout),
             None => {
                 tracing::warn!(
                     "request body read after the handler returned its response; \

@@ -215,6 +215,26 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// The next chunk of a chunked body; `None` after the last chunk (and
+    /// its trailers), or if the connection ends first.
+    pub async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        let line = self.line().await?;
+        let size =
+            usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("chunk size");
+        if size == 0 {
+            while !self.line().await?.is_empty() {}
+            return None;
+        }
+        while self.buf.len() < size + 2 {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        let chunk = self.buf.drain(..size).collect();
+        assert_eq!(self.buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+        Some(chunk)
+    }
+
     async fn line(&mut self) -> Option<String> {
         loop {
             if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
