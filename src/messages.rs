@@ -23,6 +23,8 @@ use tracing::debug;
 /// the channel's capacity behind misses the oldest messages and goes on
 /// with the ones still there, as a slow client of a busy feed should; use
 /// [`Messages::from_stream`] with a stream of your own to see the lag.
+/// Each subscriber receives its own clone of every message: make it cheap
+/// to clone (`Arc<str>`, `Bytes`) when there are many subscribers.
 ///
 /// ```
 /// use mist::Messages;
