@@ -87,13 +87,18 @@ pub(crate) fn parse_head(
     let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
     // The bound `check_partial` puts on a request line still arriving, so
     // that a line is refused however it arrives: with a target within its
-    // limit, only a long method can exceed it (RFC 9112 §3: 501).
-    let line_len = buf[path_range.end..head_len]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(head_len, |at| path_range.end + at);
-    if line_len > config.max_request_target + REQUEST_LINE_SLACK {
-        return Err(ParseError::NotImplemented("method too long"));
+    // limit, only a long method can exceed it (RFC 9112 §3: 501). After
+    // the target come " HTTP/1.x" and a CRLF or LF: only a line that
+    // ends near the bound needs its exact length.
+    let line_max = config.max_request_target + REQUEST_LINE_SLACK;
+    if path_range.end + " HTTP/1.1\r".len() > line_max {
+        let line_len = buf[path_range.end..head_len]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head_len, |at| path_range.end + at);
+        if line_len > line_max {
+            return Err(ParseError::NotImplemented("method too long"));
+        }
     }
 
     // Positions of names and values, so that after the head is frozen into
