@@ -383,3 +383,50 @@ async fn a_silent_client_fails_a_streamed_body_without_a_last_chunk() {
     let rest = client.read_to_close().await;
     assert!(!rest.ends_with(b"0\r\n\r\n"), "no last chunk: {rest:?}");
 }
+
+/// A stream that swallows the body's error ends cleanly, but what follows
+/// a malformed chunk is not a request: the connection closes after the
+/// response, and the bytes after the bad chunk are never answered.
+#[tokio::test]
+async fn bytes_after_a_malformed_streamed_body_are_not_a_request() {
+    let server = serve(|mut req: Request<Connection>| async move {
+        if req.uri().path() == "/admin" {
+            return text(200, "smuggled");
+        }
+        let pieces = mist::stream(&mut req).filter_map(|piece| {
+            std::future::ready(piece.ok().map(Ok::<_, std::convert::Infallible>))
+        });
+        Response::new(ResponseData::chunked_stream(pieces))
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\nXGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    let first = client.response().await;
+    assert_eq!(first.text(), "hello");
+    let rest = client.read_to_close().await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("smuggled"),
+        "{rest:?}"
+    );
+}
+
+/// A response that will not write its stream (HEAD) does not ask for the
+/// body with `100 Continue`: the client never sends it, and the
+/// connection closes after the head as for any unread body.
+#[tokio::test]
+async fn no_100_continue_when_the_stream_is_not_written() {
+    let server = serve(stream_back).await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send("HEAD / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
+        .await;
+    let head = client.head_response().await;
+    assert_eq!(head.status, 200);
+    assert!(head.closes(), "{:?}", head.header("connection"));
+    assert!(client.is_closed().await);
+}

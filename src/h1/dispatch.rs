@@ -27,6 +27,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
@@ -152,10 +153,7 @@ where
                 None => return,
             }
             transport.disarm();
-            if body_kept
-                && transport.decoder.is_pending()
-                && transport.continue_before_response(&mut write_buf)
-            {
+            if body_kept && transport.decoder.is_pending() {
                 streamed_body = Some(lent);
             }
             conclude(
@@ -228,7 +226,7 @@ where
                         // between the writes of its chunks.
                         *lent.lock().unwrap_or_else(PoisonError::into_inner) = Some(transport);
                         let written = Box::pin(write_chunks(
-                            Out::Lent(&lent),
+                            Out::Lent(&lent, Box::pin(tokio::time::sleep(Duration::ZERO))),
                             &mut write_buf,
                             chunks,
                             framed,
@@ -249,7 +247,10 @@ where
             }
             Err(err) => Err(err),
         };
-        if written.is_err() || close_after {
+        // A body the response's stream stopped reading at a malformed
+        // piece (and did not pass the error on): what follows it is not a
+        // request.
+        if written.is_err() || close_after || matches!(transport.decoder, Decoder::Failed) {
             // A client that said this request was its last sends nothing
             // after it (RFC 9112 §9.6).
             let last_request = written.is_ok() && !exchange.keep_alive;
@@ -363,7 +364,7 @@ fn conclude<S: Socket>(
     write_buf: &mut BytesMut,
     ctx: &ConnContext,
     check_clock: bool,
-    body_streams: bool,
+    body_kept: bool,
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
@@ -395,6 +396,18 @@ fn conclude<S: Socket>(
         }
     };
     let body_unread = transport.decoder.is_pending();
+    // The response's body is a stream that kept the request body, and it
+    // will be written (not for HEAD, 204, 304): it will read the body as
+    // it goes. A client waiting for `100 Continue` gets it ahead of the
+    // head, and a body too large to discard is no reason to close yet.
+    let body_streams = body_kept
+        && body_unread
+        && !exchange.method_is_head
+        && !encode::status_has_no_body(response.status())
+        && matches!(response.body(), ResponseData::Chunked(_));
+    if body_streams {
+        transport.continue_before_response(write_buf);
+    }
     // RFC 9110 §10.1.1: a client still waiting for 100 Continue may or may
     // not send its body now, so the stream's next request cannot be found;
     // and half an interim response can never be completed.
@@ -815,29 +828,26 @@ async fn write_chunks<S: Socket>(
 /// stays lent because the body's stream reads the request body.
 enum Out<'a, S> {
     Own(&'a mut Transport<S>),
-    Lent(&'a Lent<S>),
+    /// With the timer of its writes.
+    Lent(&'a Lent<S>, Pin<Box<tokio::time::Sleep>>),
 }
 
 impl<S: Socket> Out<'_, S> {
-    async fn write_out<B: Buf>(
-        &mut self,
-        buf: &mut B,
-        timeout: std::time::Duration,
-    ) -> io::Result<()> {
+    async fn write_out<B: Buf>(&mut self, buf: &mut B, timeout: Duration) -> io::Result<()> {
         match self {
             Out::Own(transport) => transport.write_out(buf, timeout).await,
-            Out::Lent(lent) => write_out_lent(lent, buf, timeout).await,
+            Out::Lent(lent, timer) => write_out_lent(lent, timer, buf, timeout).await,
         }
     }
 
     async fn flush(&mut self, write_buf: &mut BytesMut, config: &Config) -> io::Result<()> {
         match self {
             Out::Own(transport) => flush(transport, write_buf, config).await,
-            Out::Lent(lent) => {
+            Out::Lent(lent, timer) => {
                 if write_buf.is_empty() {
                     return Ok(());
                 }
-                let result = write_out_lent(lent, write_buf, config.write_timeout).await;
+                let result = write_out_lent(lent, timer, write_buf, config.write_timeout).await;
                 write_buf.clear();
                 result
             }
@@ -847,7 +857,7 @@ impl<S: Socket> Out<'_, S> {
     fn abort(&mut self) {
         match self {
             Out::Own(transport) => transport.abort(),
-            Out::Lent(lent) => {
+            Out::Lent(lent, _) => {
                 with_lent(lent, |transport| transport.abort());
             }
         }

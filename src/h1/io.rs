@@ -38,7 +38,8 @@ pub(crate) enum Continue {
 
 /// The read side of a connection with the state of the current request's
 /// body. It is lent to the handler (behind [`LentBody`]) while a request
-/// with a body is being handled, and taken back afterwards.
+/// with a body is being handled, and taken back afterwards, or once the
+/// response's body stream that kept the request body has been written.
 pub(crate) struct Transport<S> {
     pub stream: S,
     pub read_buf: BytesMut,
@@ -200,43 +201,18 @@ impl<S: crate::io::Socket> Transport<S> {
         timeout: Duration,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         let mut armed = false;
-        poll_fn(move |cx| self.poll_write_out(buf, &mut armed, timeout, cx))
-    }
-
-    /// One poll of [`Transport::write_out`].
-    fn poll_write_out<B: Buf>(
-        &mut self,
-        buf: &mut B,
-        armed: &mut bool,
-        timeout: Duration,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
         let Transport { stream, timer, .. } = self;
-        poll_write_all(buf, timer, armed, timeout, cx, |buf, cx| {
-            if !buf.has_remaining() {
-                return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None);
-            }
-            let mut slices = [IoSlice::new(&[]); 4];
-            let count = buf.chunks_vectored(&mut slices);
-            Pin::new(&mut *stream)
-                .poll_write_vectored(cx, &slices[..count])
-                .map_ok(Some)
-        })
+        poll_fn(move |cx| poll_write_out(stream, timer, &mut armed, buf, timeout, cx))
     }
 
-    /// Puts a `100 Continue` the client still waits for in `write_buf`,
-    /// ahead of the response about to be written there: the response's
-    /// body stream will read the request body. False if part of it has
-    /// already been written on its own (then it must be finished first).
-    pub(crate) fn continue_before_response(&mut self, write_buf: &mut BytesMut) -> bool {
-        match self.continue_state {
-            Continue::No => true,
-            Continue::Owed(0) => {
-                write_buf.put_slice(CONTINUE);
-                self.continue_state = Continue::No;
-                true
-            }
-            Continue::Owed(_) => false,
+    /// Puts the `100 Continue` (or what is left of it) that the client
+    /// still waits for in `write_buf`, ahead of the response about to be
+    /// written there: the response's body stream will read the request
+    /// body.
+    pub(crate) fn continue_before_response(&mut self, write_buf: &mut BytesMut) {
+        if let Continue::Owed(written) = self.continue_state {
+            write_buf.put_slice(&CONTINUE[written..]);
+            self.continue_state = Continue::No;
         }
     }
 
@@ -525,11 +501,36 @@ pub(crate) fn take_back<S>(lent: &Lent<S>) -> Option<Transport<S>> {
     lent.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
+/// One poll of [`Transport::write_out`].
+fn poll_write_out<S: crate::io::Socket, B: Buf>(
+    stream: &mut S,
+    timer: &mut Pin<Box<Sleep>>,
+    armed: &mut bool,
+    buf: &mut B,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    poll_write_all(buf, timer, armed, timeout, cx, |buf, cx| {
+        if !buf.has_remaining() {
+            return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None);
+        }
+        let mut slices = [IoSlice::new(&[]); 4];
+        let count = buf.chunks_vectored(&mut slices);
+        Pin::new(&mut *stream)
+            .poll_write_vectored(cx, &slices[..count])
+            .map_ok(Some)
+    })
+}
+
 /// [`Transport::write_out`] on a transport that stays lent: the response's
-/// body stream reads the request body through it between writes. It is
-/// locked for each poll only, never across a wait.
+/// body stream reads the request body through it between writes (on this
+/// task, or on another that the handler gave the body to). It is locked
+/// for each poll only, never across a wait, and the write's deadline runs
+/// on `timer`, the writer's own: the transport's timer belongs to the body
+/// reads, which may wait at the same time.
 pub(crate) fn write_out_lent<'a, S: crate::io::Socket, B: Buf>(
     lent: &'a Lent<S>,
+    timer: &'a mut Pin<Box<Sleep>>,
     buf: &'a mut B,
     timeout: Duration,
 ) -> impl Future<Output = io::Result<()>> + 'a {
@@ -539,12 +540,7 @@ pub(crate) fn write_out_lent<'a, S: crate::io::Socket, B: Buf>(
         let Some(transport) = guard.as_mut() else {
             return Poll::Ready(Err(io::Error::other("the connection was lost")));
         };
-        let written = transport.poll_write_out(buf, &mut armed, timeout, cx);
-        if written.is_ready() {
-            // The timer was the write's: the body's next wait starts its own.
-            transport.disarm();
-        }
-        written
+        poll_write_out(&mut transport.stream, timer, &mut armed, buf, timeout, cx)
     })
 }
 
@@ -557,8 +553,8 @@ pub(crate) fn with_lent<S, T>(lent: &Lent<S>, f: impl FnOnce(&mut Transport<S>) 
 }
 
 /// The request body as the handler sees it: reads go through the lent
-/// transport, and fail once the server has taken it back (the handler kept
-/// the body past its response).
+/// transport, and fail once the server has taken it back (the body was
+/// kept past the response, other than by the response's own stream).
 pub(crate) struct LentBody<S> {
     pub transport: Lent<S>,
     pub declared: Option<u64>,

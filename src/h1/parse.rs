@@ -74,6 +74,8 @@ pub(crate) fn parse_head(
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| s.as_ptr() as usize - base;
     let method = req.method.unwrap_or_default();
+    // Where the request line starts: httparse skips empty lines before it.
+    let line_at = offset(method.as_bytes());
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| ParseError::BadRequest("invalid method"))?;
     let version = match req.version {
@@ -91,12 +93,12 @@ pub(crate) fn parse_head(
     // the target come " HTTP/1.x" and a CRLF or LF: only a line that
     // ends near the bound needs its exact length.
     let line_max = config.max_request_target + REQUEST_LINE_SLACK;
-    if path_range.end + " HTTP/1.1\r".len() > line_max {
-        let line_len = buf[path_range.end..head_len]
+    if path_range.end - line_at + " HTTP/1.1\r".len() > line_max {
+        let line_end = buf[path_range.end..head_len]
             .iter()
             .position(|&b| b == b'\n')
             .map_or(head_len, |at| path_range.end + at);
-        if line_len > line_max {
+        if line_end - line_at > line_max {
             return Err(ParseError::NotImplemented("method too long"));
         }
     }
@@ -279,9 +281,14 @@ fn name_set(name: &[u8]) -> usize {
 
 /// Decides early whether an incomplete head can still become acceptable.
 fn check_partial(buf: &[u8], config: &Config) -> Result<(), ParseError> {
-    // The request line so far (whole or not): over the bound, the target
-    // (or, rarely, the method) is too long however the rest arrives.
-    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    // The request line so far (whole or not; after the empty lines that
+    // may precede it): over the bound, the target (or, rarely, the
+    // method) is too long however the rest arrives.
+    let line = match buf.iter().position(|&b| b != b'\r' && b != b'\n') {
+        Some(start) => &buf[start..],
+        None => &[],
+    };
+    let line_len = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
     if line_len > config.max_request_target + REQUEST_LINE_SLACK {
         return Err(ParseError::UriTooLong);
     }
@@ -694,6 +701,12 @@ mod tests {
         assert!(parse(&long_method[..method.len() + 3]).is_err());
         let method = "M".repeat(40);
         assert!(parse(&format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n")).is_ok());
+        // Empty lines before the request line are not part of it.
+        let blank = "\r\n".repeat(400);
+        assert!(parse(&format!("{blank}GET / HTTP/1.1\r\nHost: a\r\n\r\n")).is_ok());
+        assert!(parse(&format!("{blank}GET / HTTP/1.1\r\n"))
+            .unwrap()
+            .is_none());
         let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(70_000));
         assert_eq!(parse(&big).unwrap_err(), ParseError::HeadTooLarge);
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
