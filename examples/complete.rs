@@ -202,6 +202,7 @@ async fn handle(req: Request<Connection>, root: Arc<Root>) -> Response<ResponseD
         (&Method::GET | &Method::HEAD, "/hello") => text(StatusCode::OK, "Hello, world!"),
         (&Method::POST | &Method::PUT | &Method::PATCH, "/echo") => echo(req).await,
         (&Method::POST, "/stream") => stream_echo(req).await,
+        (&Method::POST, "/duplex") => duplex(req),
         (&Method::GET, "/chunked") => chunked(&req),
         (&Method::GET, "/info") => info(&req),
         (&Method::GET, "/slow") => slow(&req).await,
@@ -241,6 +242,17 @@ async fn stream_echo(mut req: Request<Connection>) -> Response<ResponseData> {
         }
     }
     with_type(ResponseData::from(collected.freeze()), content_type)
+}
+
+/// `POST /duplex`: the body streamed back as it arrives, with the request's
+/// content type: each piece goes out as a chunk of the response while the
+/// client is still sending the rest (`curl -N -X POST -T - localhost:4000/duplex`
+/// echoes each line typed). A body that breaks off ends the response
+/// without its last chunk.
+fn duplex(mut req: Request<Connection>) -> Response<ResponseData> {
+    let content_type = content_type(&req);
+    let body = mist::stream(&mut req);
+    with_type(ResponseData::chunked_stream(body), content_type)
 }
 
 /// `GET /chunked`: `one`, `two`, `three`; or, with `?n=N&size=S&delay_ms=D`,

@@ -652,6 +652,27 @@ fn stream_echoes_100_kb_sent_chunked_and_with_content_length() {
     }
 }
 
+/// `POST /duplex` writes each piece of the body back before the client has
+/// sent the rest.
+#[tokio::test]
+async fn duplex_streams_the_body_back_while_it_arrives() {
+    let example = Example::start(&["--port", "0"]);
+    let mut client = Client::connect_port(example.port).await;
+    client
+        .send(
+            "POST /duplex HTTP/1.1\r\nHost: test\r\ncontent-type: text/x-lines\r\n\
+             Transfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n",
+        )
+        .await;
+    let head = client.head_response().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/x-lines"));
+    assert_eq!(client.next_chunk().await.unwrap(), b"first\n");
+    client.send("7\r\nsecond\n\r\n0\r\n\r\n").await;
+    assert_eq!(client.next_chunk().await.unwrap(), b"second\n");
+    assert_eq!(client.next_chunk().await, None);
+}
+
 #[test]
 fn chunked_sends_one_two_three() {
     let example = Example::start(&["--port", "0"]);
