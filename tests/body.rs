@@ -430,3 +430,25 @@ async fn no_100_continue_when_the_stream_is_not_written() {
     assert!(head.closes(), "{:?}", head.header("connection"));
     assert!(client.is_closed().await);
 }
+
+/// A request pipelined right behind a body that streams back is answered
+/// after it, in order, on the same connection.
+#[tokio::test]
+async fn a_request_pipelined_after_a_streamed_body_is_answered_in_order() {
+    let server = serve(|req: Request<Connection>| async move {
+        if req.method() == http::Method::GET {
+            return text(200, "next");
+        }
+        stream_back(req).await
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nfirst\
+             GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    assert_eq!(client.response().await.text(), "first");
+    assert_eq!(client.response().await.text(), "next");
+}
