@@ -198,7 +198,7 @@ where
             })
             .await
         };
-        let (rest, close_after) = match concluded {
+        let (rest, mut close_after) = match concluded {
             Concluded::HandOver(response) => {
                 Box::pin(hand_over(
                     transport,
@@ -238,6 +238,10 @@ where
                             None => return,
                         }
                         transport.disarm();
+                        // A stream that stopped at a malformed piece of the
+                        // body (and did not pass the error on): what follows
+                        // it is not a request.
+                        close_after |= matches!(transport.decoder, Decoder::Failed);
                         written
                     }
                     (rest, _) => {
@@ -247,10 +251,7 @@ where
             }
             Err(err) => Err(err),
         };
-        // A body the response's stream stopped reading at a malformed
-        // piece (and did not pass the error on): what follows it is not a
-        // request.
-        if written.is_err() || close_after || matches!(transport.decoder, Decoder::Failed) {
+        if written.is_err() || close_after {
             // A client that said this request was its last sends nothing
             // after it (RFC 9112 §9.6).
             let last_request = written.is_ok() && !exchange.keep_alive;
@@ -840,18 +841,14 @@ impl<S: Socket> Out<'_, S> {
         }
     }
 
+    /// [`flush`] through either.
     async fn flush(&mut self, write_buf: &mut BytesMut, config: &Config) -> io::Result<()> {
-        match self {
-            Out::Own(transport) => flush(transport, write_buf, config).await,
-            Out::Lent(lent, timer) => {
-                if write_buf.is_empty() {
-                    return Ok(());
-                }
-                let result = write_out_lent(lent, timer, write_buf, config.write_timeout).await;
-                write_buf.clear();
-                result
-            }
+        if write_buf.is_empty() {
+            return Ok(());
         }
+        let result = self.write_out(write_buf, config.write_timeout).await;
+        write_buf.clear();
+        result
     }
 
     fn abort(&mut self) {
