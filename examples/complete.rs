@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! cargo run --release --example complete -- [--port N] [--bind ADDR] [--ipv6] [--root DIR]
-//!                                          [--tls-cert PEM --tls-key PEM]
+//!                                          [--tls-cert PEM --tls-key PEM] [--http2]
 //! ```
 //!
 //! `--root` is the folder `/file/` serves (default `examples/static`).
 //! `--tls-cert` and `--tls-key` (together) serve HTTPS instead of HTTP.
+//! `--http2` serves HTTP/2 as well: chosen by ALPN over HTTPS, with prior
+//! knowledge over HTTP (`curl --http2-prior-knowledge`).
 //!
 //! Its command line and routes are a contract that black-box tests rely
 //! on: see `shared/docs/complete-example.md` in the project.
@@ -34,6 +36,8 @@ struct Args {
     root: PathBuf,
     /// `--tls-cert` and `--tls-key`: serve HTTPS with these PEM files.
     tls: Option<(PathBuf, PathBuf)>,
+    /// `--http2`: serve HTTP/2 as well.
+    http2: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         ipv6: false,
         root: PathBuf::from("examples/static"),
         tls: None,
+        http2: false,
     };
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut it = std::env::args().skip(1);
@@ -58,11 +63,11 @@ fn parse_args() -> Result<Args, String> {
             "--root" => args.root = PathBuf::from(value("--root")?),
             "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
-            "--http2" => return Err(format!("{arg} is not supported yet: HTTP/2 has not landed")),
+            "--http2" => args.http2 = true,
             "-h" | "--help" => {
                 return Err(
                     "usage: complete [--port N] [--bind ADDR] [--ipv6] [--root DIR] \
-                     [--tls-cert PEM --tls-key PEM]"
+                     [--tls-cert PEM --tls-key PEM] [--http2]"
                         .to_string(),
                 )
             }
@@ -129,6 +134,9 @@ async fn run() -> ExitCode {
         .bind(&args.bind);
     if args.ipv6 {
         builder = builder.with_ipv6();
+    }
+    if args.http2 {
+        builder = builder.with_http2();
     }
     // The signal handlers go in before the server starts: a supervisor may
     // send SIGTERM as soon as it sees the Listening line, and a signal that

@@ -358,6 +358,50 @@ impl<H, B> Builder<H, B> {
         self.config.tls_handshake_timeout = timeout;
         self
     }
+
+    /// Serves HTTP/2 (RFC 9113) as well as HTTP/1.1. Over HTTPS the client
+    /// chooses with ALPN (`h2` is offered first, as browsers expect); over
+    /// plain HTTP a client that starts with the HTTP/2 preface ("prior
+    /// knowledge", `curl --http2-prior-knowledge`) is served HTTP/2 and
+    /// every other client HTTP/1.1. The deprecated `Upgrade: h2c` is not
+    /// taken up: such a request is answered in HTTP/1.1, which the client
+    /// must accept. Off by default.
+    ///
+    /// Handlers do not change: the request's [`version`](http::Request::version)
+    /// is `HTTP/2.0` and its URI carries the scheme and authority, bodies
+    /// are read with [`read_body`](crate::read_body) and
+    /// [`stream`](crate::stream()) as before, and every response body
+    /// works, files through user space; a WebSocket needs HTTP/1.1 (a
+    /// browser opens an HTTP/1.1 connection for it). The limits apply per
+    /// request: [`Builder::max_head_size`] bounds the header list,
+    /// [`Builder::max_request_target`] and [`Builder::max_headers`] are
+    /// checked as for HTTP/1.1, and [`Builder::keep_alive_timeout`] closes
+    /// a connection without open streams with a `GOAWAY`.
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.with_http2();
+    /// # let _ = builder;
+    /// ```
+    pub fn with_http2(mut self) -> Self {
+        self.config.http2 = true;
+        self
+    }
+
+    /// Most HTTP/2 streams (requests) a client may have open at once on
+    /// one connection; more are refused by the client's own HTTP/2 stack,
+    /// which waits. Default 200, as hyper. Only matters with
+    /// [`Builder::with_http2`].
+    ///
+    /// ```
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.with_http2().http2_max_concurrent_streams(100);
+    /// # let _ = builder;
+    /// ```
+    pub fn http2_max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.config.http2_max_concurrent_streams = streams.max(1);
+        self
+    }
 }
 
 impl<H: Handler<Bytes>> Builder<H, Bytes> {
@@ -455,7 +499,8 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
         certfile: impl AsRef<Path>,
         keyfile: impl AsRef<Path>,
     ) -> Result<Server, HttpsError> {
-        let certificates = Certificates::load(certfile.as_ref(), keyfile.as_ref())?;
+        let certificates =
+            Certificates::load(certfile.as_ref(), keyfile.as_ref(), self.config.http2)?;
         Ok(self.start(Some(Arc::new(certificates))).await?)
     }
 

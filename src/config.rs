@@ -1,4 +1,4 @@
-//! Limits and timeouts of the HTTP/1.1 engine.
+//! Limits and timeouts of the engines (HTTP/1.1, and HTTP/2 where they apply).
 //!
 //! Every value here has a builder method on [`crate::Builder`] whose doc
 //! comment repeats the default and says what happens when the limit is hit.
@@ -51,6 +51,11 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// by a silent one sooner.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// HTTP/2 streams a client may have open at once on one connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`); hyper's default too. nginx allows
+/// 128.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
 /// Responses to pipelined requests gathered before one write (actix-http
 /// caps its pipeline queue at 16 too): bounds the work done per read.
 pub(crate) const MAX_PIPELINED: usize = 16;
@@ -87,6 +92,10 @@ pub(crate) struct Config {
     pub body_read_timeout: Duration,
     pub write_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// HTTP/2 is offered: `h2` in TLS' ALPN, and the prior-knowledge
+    /// preface on plain connections.
+    pub http2: bool,
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for Config {
@@ -102,6 +111,8 @@ impl Default for Config {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            http2: false,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
         }
     }
 }

@@ -231,27 +231,52 @@ impl FileBody {
         timer: &mut Pin<Box<Sleep>>,
         timeout: Duration,
     ) -> io::Result<()> {
-        let FileBody {
-            file,
-            offset,
-            length,
-        } = self;
-        let mut file = tokio::fs::File::from_std(file);
-        file.seek(io::SeekFrom::Start(offset)).await?;
-        let mut remaining = length;
-        let mut piece = BytesMut::with_capacity(READ_PIECE.min(length as usize));
-        while remaining > 0 {
-            piece.clear();
-            let want = remaining.min(READ_PIECE as u64) as usize;
-            let read = (&mut file).take(want as u64).read_buf(&mut piece).await?;
-            if read == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+        let mut pieces = self.pieces();
+        let mut piece = BytesMut::with_capacity(READ_PIECE.min(pieces.remaining as usize));
+        while pieces.read(&mut piece).await? {
             timed(timer, Deadline::After(timeout), out.write_all(&piece))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            remaining -= read as u64;
         }
         out.flush().await
+    }
+
+    /// The body read in bounded pieces (for HTTP/2 and TLS).
+    pub(crate) fn pieces(self) -> FilePieces {
+        FilePieces {
+            file: tokio::fs::File::from_std(self.file),
+            seek_to: Some(self.offset),
+            remaining: self.length,
+        }
+    }
+}
+
+/// A [`FileBody`] read piece by piece; see [`FileBody::pieces`].
+pub(crate) struct FilePieces {
+    file: tokio::fs::File,
+    /// Where to start, until the first read has sought there.
+    seek_to: Option<u64>,
+    remaining: u64,
+}
+
+impl FilePieces {
+    /// Reads the next piece, at most 64 KiB, into `piece` (cleared first);
+    /// `false` once the body is complete. A file that ends early is an
+    /// `UnexpectedEof` error: it shrank while being sent.
+    pub(crate) async fn read(&mut self, piece: &mut BytesMut) -> io::Result<bool> {
+        piece.clear();
+        if self.remaining == 0 {
+            return Ok(false);
+        }
+        if let Some(offset) = self.seek_to.take() {
+            self.file.seek(io::SeekFrom::Start(offset)).await?;
+        }
+        let want = self.remaining.min(READ_PIECE as u64);
+        let read = (&mut self.file).take(want).read_buf(piece).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.remaining -= read as u64;
+        Ok(true)
     }
 }

@@ -140,6 +140,12 @@ impl StopWatch {
     pub(crate) async fn stopped(&self) {
         poll_fn(|cx| self.poll_stopped(cx)).await
     }
+
+    /// A registration of its own for another task of the same connection
+    /// (an HTTP/2 stream that outlives its handler).
+    pub(crate) fn another(&self) -> StopWatch {
+        Shutdown(Arc::clone(&self.state)).watch()
+    }
 }
 
 impl Drop for StopWatch {

@@ -85,6 +85,7 @@ mod file;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod http2;
 mod io;
 mod messages;
 mod response;

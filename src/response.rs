@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use futures_core::Stream;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -164,11 +165,13 @@ impl fmt::Debug for ResponseData {
 pub struct ChunkedBody(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>);
 
 impl ChunkedBody {
+    /// The next chunk; a panicking stream is an error, not a crash.
     pub(crate) fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, BoxError>>> {
-        self.0.as_mut().poll_next(cx)
+        catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll_next(cx)))
+            .unwrap_or_else(|_| Poll::Ready(Some(Err("the response stream panicked".into()))))
     }
 }
 

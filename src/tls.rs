@@ -2,15 +2,17 @@
 //! connection, and swapping the certificate while the server runs.
 //!
 //! TLS is rustls with the `ring` provider, TLS 1.3 and 1.2, ALPN
-//! `http/1.1`. The handshake runs in the connection's own task, bounded by
-//! [`Builder::tls_handshake_timeout`]; then the HTTP/1.1 engine serves the
-//! encrypted stream exactly as it serves a plain one.
+//! `http/1.1` (and `h2` with [`Builder::with_http2`]). The handshake runs
+//! in the connection's own task, bounded by
+//! [`Builder::tls_handshake_timeout`]; then the engine ALPN chose serves
+//! the encrypted stream exactly as it serves a plain one.
 
 use crate::body::Connection;
 use crate::builder::{Builder, Handler};
 use crate::h1::dispatch::{self, ConnContext};
 use crate::io::{deadline_after, Socket};
 use crate::server::{Server, StartError};
+use bytes::BytesMut;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerConfig;
@@ -26,9 +28,12 @@ use tracing::debug;
 
 /// The ALPN protocols accepted, most preferred first (RFC 7301). `http/1.0`
 /// too, as nginx does: a client that offers only it (`curl --http1.0`)
-/// would otherwise be refused with `no_application_protocol`. `h2` joins
-/// once HTTP/2 exists.
+/// would otherwise be refused with `no_application_protocol`.
 const ALPN: &[&[u8]] = &[b"http/1.1", b"http/1.0"];
+
+/// The same with HTTP/2 ([`Builder::with_http2`]): first, as browsers and
+/// curl prefer it when the server does.
+const ALPN_WITH_H2: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
 
 /// Why a certificate and key could not be used: mist's `CertificateError`,
 /// plus what can be wrong with files that exist.
@@ -201,7 +206,8 @@ impl From<CertificateError> for HttpsError {
 /// read and checked before anything listens; the missing-file errors are
 /// mist's ([`CertificateError::NoCertificate`], [`CertificateError::NoKey`],
 /// [`CertificateError::NoKeyOrCertificate`]). TLS 1.3 and 1.2 are offered,
-/// with ALPN `http/1.1`. [`Builder::after_start`] receives
+/// with ALPN `http/1.1` (and `h2` first with [`Builder::with_http2`]).
+/// [`Builder::after_start`] receives
 /// [`Scheme::Https`](crate::Scheme::Https) and request URIs carry the
 /// `https` scheme. [`Server::reload_certificate`] swaps the certificate
 /// later without a restart.
@@ -236,20 +242,27 @@ pub async fn start_https<H: Handler<Connection>>(
 /// started with.
 pub(crate) struct Certificates {
     current: RwLock<Arc<ServerConfig>>,
+    /// `h2` is offered in ALPN.
+    http2: bool,
 }
 
 impl Certificates {
     /// Reads and checks a certificate chain and its key.
-    pub(crate) fn load(certfile: &Path, keyfile: &Path) -> Result<Certificates, CertificateError> {
+    pub(crate) fn load(
+        certfile: &Path,
+        keyfile: &Path,
+        http2: bool,
+    ) -> Result<Certificates, CertificateError> {
         Ok(Certificates {
-            current: RwLock::new(Arc::new(server_config(certfile, keyfile)?)),
+            current: RwLock::new(Arc::new(server_config(certfile, keyfile, http2)?)),
+            http2,
         })
     }
 
     /// Replaces the certificate for new handshakes, if the new one is
     /// usable; otherwise the old one stays.
     pub(crate) fn reload(&self, certfile: &Path, keyfile: &Path) -> Result<(), CertificateError> {
-        let config = Arc::new(server_config(certfile, keyfile)?);
+        let config = Arc::new(server_config(certfile, keyfile, self.http2)?);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         debug!(certfile = %certfile.display(), "certificate reloaded");
         Ok(())
@@ -271,7 +284,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A rustls server configuration from PEM files, with every way the files
 /// can be wrong turned into a [`CertificateError`].
-fn server_config(certfile: &Path, keyfile: &Path) -> Result<ServerConfig, CertificateError> {
+fn server_config(
+    certfile: &Path,
+    keyfile: &Path,
+    http2: bool,
+) -> Result<ServerConfig, CertificateError> {
     // mist's checks first: which of the two files is missing.
     match (certfile.is_file(), keyfile.is_file()) {
         (false, false) => return Err(CertificateError::NoKeyOrCertificate),
@@ -321,7 +338,8 @@ fn server_config(certfile: &Path, keyfile: &Path) -> Result<ServerConfig, Certif
                 reason: other.to_string(),
             },
         })?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    let alpn = if http2 { ALPN_WITH_H2 } else { ALPN };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
@@ -388,6 +406,10 @@ pub(crate) async fn serve<H: Handler<Connection>>(
         },
         () = ctx.shutdown.stopped() => return,
     };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        // Boxed: the HTTP/2 engine's state stays out of this future.
+        return Box::pin(crate::http2::serve(stream, BytesMut::new(), handler, ctx)).await;
+    }
     dispatch::serve(stream, handler, ctx).await;
 }
 

@@ -77,6 +77,8 @@ where
     // Something was waited for since the last response was encoded: the
     // `Date` cache may be stale (see `encode::with_date`).
     let mut waited_since_encoding = true;
+    // No request answered yet: only the first may be HTTP/2's preface.
+    let mut first = true;
     loop {
         if transport.read_buf.is_empty() {
             slot = None;
@@ -98,6 +100,20 @@ where
             .await
             else {
                 if let Some(err) = refused {
+                    if first && config.http2 && is_http2_preface(err, &transport.read_buf) {
+                        // Boxed: the HTTP/2 engine's state stays out of
+                        // every HTTP/1.1 connection's future.
+                        let Transport {
+                            stream, read_buf, ..
+                        } = transport;
+                        return Box::pin(crate::http2::serve(
+                            stream,
+                            read_buf,
+                            Arc::clone(&handler),
+                            ctx,
+                        ))
+                        .await;
+                    }
                     debug!(peer = ?ctx.peer, %err, "refusing request");
                     Box::pin(respond_to_parse_error(
                         &mut transport,
@@ -288,7 +304,16 @@ where
             gathered = 0;
         }
         head_deadline = None;
+        first = false;
     }
+}
+
+/// The start of HTTP/2's connection preface (RFC 9113 §3.4), which the
+/// HTTP/1.1 parser refuses as an unknown version: a client with prior
+/// knowledge that the server speaks HTTP/2. (The head parser only runs
+/// once a blank line has arrived, so these bytes are all there.)
+fn is_http2_preface(err: ParseError, buf: &[u8]) -> bool {
+    err == ParseError::VersionNotSupported && buf.starts_with(b"PRI * HTTP/2.0\r\n\r\n")
 }
 
 /// The request with its body.
@@ -778,11 +803,11 @@ async fn write_chunks<S: Socket>(
     config: &Config,
 ) -> io::Result<()> {
     loop {
-        let next = match poll_fn(|cx| Poll::Ready(poll_chunk(&mut chunks, cx))).await {
+        let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
             Poll::Ready(next) => next,
             Poll::Pending => {
                 out.flush(write_buf, config).await?;
-                poll_fn(|cx| poll_chunk(&mut chunks, cx)).await
+                poll_fn(|cx| chunks.poll_chunk(cx)).await
             }
         };
         match next {
@@ -859,15 +884,6 @@ impl<S: Socket> Out<'_, S> {
             }
         }
     }
-}
-
-/// Polls the handler's chunk stream; a panic in it is a failed stream.
-fn poll_chunk(
-    chunks: &mut ChunkedBody,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Option<Result<bytes::Bytes, crate::BoxError>>> {
-    catch_unwind(AssertUnwindSafe(|| chunks.poll_chunk(cx)))
-        .unwrap_or_else(|_| Poll::Ready(Some(Err("the response stream panicked".into()))))
 }
 
 /// Ends a connection after its last response: reset if the response failed

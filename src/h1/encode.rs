@@ -141,6 +141,14 @@ thread_local! {
     static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: u64::MAX, text: [0; 29] }) };
 }
 
+/// The cached `Date` value as a header value (for HTTP/2's header map).
+pub(crate) fn date_value() -> http::HeaderValue {
+    with_date(true, |date| {
+        http::HeaderValue::from_bytes(date)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    })
+}
+
 /// Runs `f` with the cached `Date` value, read from the clock first if
 /// `check_clock` is set or the thread has none yet. The engine checks it
 /// for the first response of a batch and after a handler that waited; the

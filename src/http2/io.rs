@@ -1,0 +1,178 @@
+//! Byte-stream adapters of the HTTP/2 engine: the connection's socket with
+//! bytes the HTTP/1.1 parser already read put back in front, and one
+//! stream seen as a socket by the protocols that take a response over.
+
+use super::poll_capacity;
+use crate::io::Socket;
+use bytes::{Buf, Bytes, BytesMut};
+use h2::{Reason, SendStream};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A socket whose first bytes were already read (the preface the HTTP/1.1
+/// parser saw): they are read again first.
+pub(super) struct Prefixed<S> {
+    prefix: BytesMut,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(super) fn new(prefix: BytesMut, inner: S) -> Prefixed<S> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // The parser's buffer is not kept for the connection's life.
+            this.prefix = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// One HTTP/2 stream as a socket, for an event stream: writes become DATA
+/// frames as the client's flow-control window allows (a client that grants
+/// none stalls the writer, whose write timeout then ends the stream),
+/// shutting down ends the stream, and a read ends (with no bytes) when the
+/// client resets the stream: it left. Dropped before its end, the stream
+/// is reset (`CANCEL`, or `INTERNAL_ERROR` after [`Socket::reset_on_close`]).
+pub(super) struct StreamIo {
+    send: SendStream<Bytes>,
+    ended: bool,
+    failed: AtomicBool,
+}
+
+impl StreamIo {
+    pub(super) fn new(send: SendStream<Bytes>) -> StreamIo {
+        StreamIo {
+            send,
+            ended: false,
+            failed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl AsyncWrite for StreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.ended {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        this.send.reserve_capacity(buf.len());
+        match poll_capacity(&mut this.send, cx) {
+            Poll::Ready(Ok(granted)) => {
+                let n = granted.min(buf.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(io::Error::other)?;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Frames go out as the connection's task writes them.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.ended {
+            this.ended = true;
+            this.send
+                .send_data(Bytes::new(), true)
+                .map_err(io::Error::other)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for StreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // A reset, or the connection's end: no bytes, the end of input.
+        self.get_mut().send.poll_reset(cx).map(|_| Ok(()))
+    }
+}
+
+impl Socket for StreamIo {
+    fn as_plain_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+
+    fn reset_on_close(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        if !self.ended {
+            let reason = if self.failed.load(Ordering::Relaxed) {
+                Reason::INTERNAL_ERROR
+            } else {
+                Reason::CANCEL
+            };
+            self.send.send_reset(reason);
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! HTTP/2 through real sockets, with the `h2` crate's client: prior
+//! knowledge over plain TCP, and ALPN over TLS (rustls).
+//!
+//! Nothing here waits by sleeping: tests wait for a response, a frame, a
+//! handler reaching a point (a channel), or the connection's end.
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{stream, StreamExt};
+use h2::client::{ResponseFuture, SendRequest};
+use h2::Reason;
+use http::{Method, Request, Response, StatusCode, Version};
+use mist::{Chunk, Connection, Next, ResponseData, Server};
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{
+    echo_handler, start, start_tls, text, tls_client_config, write_leaf, TestCa, TestDir,
+    SAFETY_TIMEOUT,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Barrier};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A server with HTTP/2 on, around `handler`.
+async fn serve2<H: mist::Handler<Connection>>(handler: H) -> Server {
+    start(mist::new(handler).with_http2()).await
+}
+
+/// An HTTP/2 client over `io`; the connection runs on its own task, whose
+/// handle ends when the connection does.
+async fn client_over<T>(io: T) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = tokio::time::timeout(SAFETY_TIMEOUT, h2::client::handshake(io))
+        .await
+        .expect("handshake in time")
+        .expect("HTTP/2 handshake");
+    (client, tokio::spawn(connection))
+}
+
+/// An HTTP/2 client with prior knowledge over plain TCP.
+async fn connect(server: &Server) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
+    let tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    client_over(tcp).await
+}
+
+fn request(method: Method, path: &str) -> Request<()> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// Sends a request with `body` (none if empty) and waits for the response.
+async fn send(client: &mut SendRequest<Bytes>, req: Request<()>, body: &[u8]) -> ResponseFuture {
+    let mut client = client.clone().ready().await.expect("connection ready");
+    let (response, mut stream) = client.send_request(req, body.is_empty()).unwrap();
+    if !body.is_empty() {
+        stream
+            .send_data(Bytes::copy_from_slice(body), true)
+            .unwrap();
+    }
+    response
+}
+
+/// The whole response: its head and body.
+async fn complete(response: ResponseFuture) -> (http::response::Parts, Bytes) {
+    tokio::time::timeout(SAFETY_TIMEOUT, async {
+        let (parts, mut body) = response.await.expect("a response").into_parts();
+        let mut all = BytesMut::new();
+        while let Some(piece) = body.data().await {
+            let piece = piece.expect("the body");
+            let _ = body.flow_control().release_capacity(piece.len());
+            all.extend_from_slice(&piece);
+        }
+        (parts, all.freeze())
+    })
+    .await
+    .expect("response in time")
+}
+
+async fn get(client: &mut SendRequest<Bytes>, path: &str) -> (http::response::Parts, Bytes) {
+    complete(send(client, request(Method::GET, path), b"").await).await
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// The routes most tests use.
+async fn routes(mut req: Request<Connection>) -> Response<ResponseData> {
+    match req.uri().path() {
+        "/hello" => text(200, "Hello, world!"),
+        "/echo" => echo_handler(req).await,
+        "/version" => text(200, format!("{:?} {}", req.version(), req.uri())),
+        // The body pulled with the streaming API; answers its length.
+        "/count" => {
+            let mut body = mist::stream(&mut req);
+            let mut total = 0usize;
+            loop {
+                match body.consume(1000).await {
+                    Ok(Chunk::Data(bytes)) => total += bytes.len(),
+                    Ok(Chunk::Done) => break,
+                    Err(err) => return text(400, err.to_string()),
+                }
+            }
+            text(200, total.to_string())
+        }
+        "/duplex" => Response::new(ResponseData::chunked_stream(mist::stream(&mut req))),
+        "/chunks" => Response::new(ResponseData::chunked(
+            (0..40u32).map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; 1000 * i as usize])),
+        )),
+        "/info" => match mist::get_client_info(req.body()) {
+            Ok(info) => text(200, info.port.to_string()),
+            Err(err) => text(500, err.to_string()),
+        },
+        "/panic" => panic!("this handler panics on purpose"),
+        "/ws" => mist::websocket(
+            req,
+            |_conn| ((), None::<mpsc::Receiver<()>>),
+            |_state, _conn, _message| Next::Continue,
+            |_state| {},
+        ),
+        "/hop-by-hop" => Response::builder()
+            .header("connection", "close")
+            .header("keep-alive", "timeout=5")
+            .header("transfer-encoding", "chunked")
+            .body(ResponseData::from("fine"))
+            .unwrap(),
+        _ => text(404, ""),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prior knowledge over plain TCP
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn prior_knowledge_gets_http2_with_date_and_length() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.version, Version::HTTP_2);
+    assert_eq!(&body[..], b"Hello, world!");
+    assert_eq!(head.headers["content-length"], "13");
+    assert!(head.headers.contains_key("date"));
+    // The handler sees HTTP/2 and a URI with scheme and authority.
+    let (_, body) = get(&mut client, "/version?x=1").await;
+    assert_eq!(&body[..], b"HTTP/2.0 http://localhost/version?x=1");
+}
+
+#[tokio::test]
+async fn http1_still_works_on_an_http2_server_and_the_preface_without_it_is_505() {
+    let server = serve2(routes).await;
+    let resp = support::roundtrip(&server, support::get("/hello")).await;
+    assert_eq!((resp.status, resp.text()), (200, "Hello, world!"));
+    // Without `with_http2` the preface is an unsupported HTTP version.
+    let plain = support::serve(routes).await;
+    let resp = support::roundtrip(&plain, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert_eq!(resp.status, 505);
+}
+
+#[tokio::test]
+async fn a_connections_streams_run_at_the_same_time() {
+    // Every handler waits at the barrier for all the others: this only
+    // completes if the ten requests are in their handlers at once.
+    let barrier = Arc::new(Barrier::new(10));
+    let server = serve2(move |_req: Request<Connection>| {
+        let barrier = Arc::clone(&barrier);
+        async move {
+            barrier.wait().await;
+            text(200, "met")
+        }
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let mut responses = Vec::new();
+    for _ in 0..10 {
+        responses.push(send(&mut client, request(Method::GET, "/"), b"").await);
+    }
+    for response in responses {
+        let (head, body) = complete(response).await;
+        assert_eq!((head.status.as_u16(), &body[..]), (200, &b"met"[..]));
+    }
+}
+
+#[tokio::test]
+async fn bodies_larger_than_every_window_go_both_ways() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    // 900 KB: above h2's default windows both ways, under the echo limit.
+    let body = pattern(900_000);
+    let (head, echoed) =
+        complete(send(&mut client, request(Method::POST, "/echo"), &body).await).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], "900000");
+    assert!(echoed[..] == body[..], "the echo differs");
+    // Pulled with the streaming API, 1000 bytes at a time.
+    let body = pattern(3_000_000);
+    let (_, counted) =
+        complete(send(&mut client, request(Method::POST, "/count"), &body).await).await;
+    assert_eq!(&counted[..], b"3000000");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_the_connection_goes_on() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://localhost/echo")
+        .header("content-length", "2000000")
+        .body(())
+        .unwrap();
+    let (head, body) = complete(send(&mut client, req, &pattern(2_000_000)).await).await;
+    assert_eq!((head.status.as_u16(), &body[..]), (413, &b"too large"[..]));
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn the_body_streams_back_while_it_arrives() {
+    let server = serve2(routes).await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let (response, mut upload) = client
+        .send_request(request(Method::POST, "/duplex"), false)
+        .unwrap();
+    upload
+        .send_data(Bytes::from_static(b"first"), false)
+        .unwrap();
+    let (head, mut body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    assert_eq!(head.status, 200);
+    // The first piece comes back before the rest is sent.
+    let first = tokio::time::timeout(SAFETY_TIMEOUT, body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first");
+    upload
+        .send_data(Bytes::from_static(b"second"), true)
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(piece) = tokio::time::timeout(SAFETY_TIMEOUT, body.data())
+        .await
+        .unwrap()
+    {
+        rest.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(rest, b"second");
+}
+
+#[tokio::test]
+async fn chunked_bodies_and_files_arrive_whole_and_head_gets_no_body() {
+    let dir = TestDir::new("h2-file");
+    let file = dir.write("data.bin", pattern(200_000));
+    let server = serve2(move |req: Request<Connection>| {
+        let file = file.clone();
+        async move {
+            match req.uri().path() {
+                "/file" => Response::new(mist::send_file(&file, 0, None).unwrap()),
+                "/part" => Response::builder()
+                    .status(206)
+                    .body(mist::send_file(&file, 1000, Some(70_000)).unwrap())
+                    .unwrap(),
+                _ => routes(req).await,
+            }
+        }
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) = get(&mut client, "/chunks").await;
+    assert_eq!(head.status, 200);
+    assert!(head.headers.get("content-length").is_none());
+    let expected: Vec<u8> = (0..40u32)
+        .flat_map(|i| vec![b'a' + (i % 26) as u8; 1000 * i as usize])
+        .collect();
+    assert!(body[..] == expected[..], "chunked body differs");
+    let (head, body) = get(&mut client, "/file").await;
+    assert_eq!(head.headers["content-length"], "200000");
+    assert!(body[..] == pattern(200_000)[..], "file differs");
+    let (head, body) = get(&mut client, "/part").await;
+    assert_eq!((head.status.as_u16(), body.len()), (206, 70_000));
+    assert!(body[..] == pattern(200_000)[1000..71_000], "range differs");
+    let (head, body) = complete(send(&mut client, request(Method::HEAD, "/file"), b"").await).await;
+    assert_eq!(
+        (head.headers["content-length"].to_str().unwrap(), body.len()),
+        ("200000", 0)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_stream_resets_the_stream_not_the_connection() {
+    // The stream fails once the test has read its first piece.
+    let (fail_tx, fail_rx) = oneshot::channel::<()>();
+    let fail_rx = Arc::new(Mutex::new(Some(fail_rx)));
+    let server = serve2(move |req: Request<Connection>| {
+        let fail_rx = fail_rx.lock().unwrap().take();
+        async move {
+            let Some(fail_rx) = fail_rx else {
+                return routes(req).await;
+            };
+            let first = stream::once(async { Ok(Bytes::from_static(b"partial")) });
+            let then = stream::once(async move {
+                let _ = fail_rx.await;
+                Err(std::io::Error::other("backend went away"))
+            });
+            Response::new(ResponseData::chunked_stream(first.chain(then)))
+        }
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let response = send(&mut client, request(Method::GET, "/fails"), b"").await;
+    let (head, mut body) = response.await.unwrap().into_parts();
+    assert_eq!(head.status, 200);
+    let first = tokio::time::timeout(SAFETY_TIMEOUT, body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"partial");
+    fail_tx.send(()).unwrap();
+    let failure = tokio::time::timeout(SAFETY_TIMEOUT, body.data())
+        .await
+        .unwrap()
+        .expect("the body ends with a reset, not cleanly")
+        .expect_err("the body ends with a reset, not more data");
+    assert_eq!(failure.reason(), Some(Reason::INTERNAL_ERROR));
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_costs_its_stream_a_500() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, _) = get(&mut client, "/panic").await;
+    assert_eq!(head.status, 500);
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn a_reset_stream_drops_its_handler() {
+    struct Guard(Option<oneshot::Sender<()>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.take().unwrap().send(());
+        }
+    }
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (dropped_tx, dropped) = oneshot::channel();
+    let dropped_tx = Arc::new(Mutex::new(Some(dropped_tx)));
+    let server = serve2(move |_req: Request<Connection>| {
+        let guard = Guard(dropped_tx.lock().unwrap().take());
+        let started_tx = started_tx.clone();
+        async move {
+            let _guard = guard;
+            started_tx.send(()).unwrap();
+            std::future::pending::<()>().await;
+            text(200, "never")
+        }
+    })
+    .await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let (_response, mut upload) = client
+        .send_request(request(Method::POST, "/"), false)
+        .unwrap();
+    started.recv().await.unwrap();
+    upload.send_reset(Reason::CANCEL);
+    tokio::time::timeout(SAFETY_TIMEOUT, dropped)
+        .await
+        .expect("the handler was dropped")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_when_the_body_is_read() {
+    let server = serve2(routes).await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://localhost/echo")
+        .header("expect", "100-continue")
+        .body(())
+        .unwrap();
+    let (mut response, mut upload) = client.send_request(req, false).unwrap();
+    let interim = tokio::time::timeout(
+        SAFETY_TIMEOUT,
+        poll_fn(|cx| response.poll_informational(cx)),
+    )
+    .await
+    .expect("an interim response in time")
+    .expect("an interim response")
+    .unwrap();
+    assert_eq!(interim.status(), StatusCode::CONTINUE);
+    upload
+        .send_data(Bytes::from_static(b"after the 100"), true)
+        .unwrap();
+    let (head, body) = complete(response).await;
+    assert_eq!(
+        (head.status.as_u16(), &body[..]),
+        (200, &b"after the 100"[..])
+    );
+}
+
+#[tokio::test]
+async fn limits_apply_per_request() {
+    let server = start(
+        mist::new(routes)
+            .with_http2()
+            .max_request_target(100)
+            .max_headers(10),
+    )
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, _) = get(&mut client, &format!("/hello?{}", "x".repeat(200))).await;
+    assert_eq!(head.status, 414);
+    let mut req = request(Method::GET, "/hello");
+    for i in 0..20 {
+        req.headers_mut().insert(
+            http::HeaderName::try_from(format!("x-field-{i}")).unwrap(),
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    let (head, _) = complete(send(&mut client, req, b"").await).await;
+    assert_eq!(head.status, 431);
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn a_silent_body_times_out() {
+    let server = start(
+        mist::new(routes)
+            .with_http2()
+            .body_read_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let (response, _upload) = client
+        .send_request(request(Method::POST, "/echo"), false)
+        .unwrap();
+    let (head, body) = complete(response).await;
+    assert_eq!(head.status, 400);
+    assert_eq!(&body[..], b"timed out reading the request body");
+}
+
+#[tokio::test]
+async fn connection_fields_of_a_handler_are_dropped_and_others_answered() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) = get(&mut client, "/hop-by-hop").await;
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"fine"[..]));
+    assert!(head.headers.get("connection").is_none());
+    // A WebSocket needs HTTP/1.1: the upgrade is refused.
+    let (head, _) = get(&mut client, "/ws").await;
+    assert_eq!(head.status, 400);
+    // The peer is known.
+    let (_, port) = get(&mut client, "/info").await;
+    assert!(std::str::from_utf8(&port).unwrap().parse::<u16>().is_ok());
+}
+
+#[tokio::test]
+async fn read_request_body_works_over_http2() {
+    let server = start(
+        mist::new(|req: Request<Bytes>| async move { text(200, req.into_body()) })
+            .read_request_body(10, Response::builder().status(413).body("too big").unwrap())
+            .with_http2(),
+    )
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) =
+        complete(send(&mut client, request(Method::POST, "/"), b"small").await).await;
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"small"[..]));
+    let (head, body) =
+        complete(send(&mut client, request(Method::POST, "/"), b"far too large").await).await;
+    assert_eq!((head.status.as_u16(), &body[..]), (413, &b"too big"[..]));
+}
+
+// ---------------------------------------------------------------------------
+// Event streams
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn events_stream_and_a_reset_ends_the_loop() {
+    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<mpsc::Sender<String>>();
+    let server = serve2(move |req: Request<Connection>| {
+        let feed_tx = feed_tx.clone();
+        async move {
+            if req.uri().path() != "/events" {
+                return routes(req).await;
+            }
+            mist::server_sent_events(
+                req,
+                Response::new(()),
+                move || {
+                    let (tx, rx) = mpsc::channel(8);
+                    feed_tx.send(tx).unwrap();
+                    Ok::<_, String>(((), rx))
+                },
+                |message: String, conn, _state| match mist::send_event(conn, mist::event(message)) {
+                    Ok(()) => Next::Continue,
+                    Err(_) => Next::Stop,
+                },
+            )
+        }
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let response = send(&mut client, request(Method::GET, "/events"), b"").await;
+    let (head, mut body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-type"], "text/event-stream");
+    let feed = feed_rx.recv().await.unwrap();
+    feed.send("hello".to_string()).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"data: hello\n\n") {
+        let piece = tokio::time::timeout(SAFETY_TIMEOUT, body.data())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&piece);
+    }
+    // The client leaves: the loop ends and drops its receiver.
+    drop(body);
+    tokio::time::timeout(SAFETY_TIMEOUT, feed.closed())
+        .await
+        .expect("the event stream's loop ended");
+    // The connection carries on.
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// Connection life
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_keep_alive_timeout() {
+    let server = start(
+        mist::new(routes)
+            .with_http2()
+            .keep_alive_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let (mut client, conn) = connect(&server).await;
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+    drop(client);
+    let ended = tokio::time::timeout(SAFETY_TIMEOUT, conn).await;
+    assert!(ended.is_ok(), "the server closed the idle connection");
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (release_tx, release) = oneshot::channel::<()>();
+    let release = Arc::new(tokio::sync::Mutex::new(Some(release)));
+    let server = serve2(move |_req: Request<Connection>| {
+        let started_tx = started_tx.clone();
+        let release = Arc::clone(&release);
+        async move {
+            started_tx.send(()).unwrap();
+            let release = release.lock().await.take().unwrap();
+            let _ = release.await;
+            text(200, "finished")
+        }
+    })
+    .await;
+    let (mut client, conn) = connect(&server).await;
+    let response = send(&mut client, request(Method::GET, "/"), b"").await;
+    started.recv().await.unwrap();
+    server.shutdown(SAFETY_TIMEOUT);
+    release_tx.send(()).unwrap();
+    let (head, body) = complete(response).await;
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"finished"[..]));
+    drop(client);
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("the server stopped");
+    tokio::time::timeout(SAFETY_TIMEOUT, conn)
+        .await
+        .expect("the connection ended")
+        .unwrap()
+        .ok();
+}
+
+// ---------------------------------------------------------------------------
+// ALPN over TLS
+// ---------------------------------------------------------------------------
+
+/// A TLS client offering `alpn`; returns the stream and what was agreed.
+async fn connect_tls(
+    port: u16,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut config = Arc::unwrap_or_clone(tls_client_config(ca_pem));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(SAFETY_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .expect("TLS handshake")
+}
+
+#[tokio::test]
+async fn alpn_chooses_h2_only_when_the_server_has_it() {
+    let ca = TestCa::new("mist test CA");
+    let dir = TestDir::new("h2-tls");
+    let (cert, key) = write_leaf(&dir, "localhost", &ca.leaf("localhost", true));
+    let server = start_tls(mist::new(routes).with_http2(), &cert, &key).await;
+    let tls = connect_tls(server.port(), &ca.pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut client, _conn) = client_over(tls).await;
+    let mut req = request(Method::GET, "/version");
+    *req.uri_mut() = "https://localhost/version".parse().unwrap();
+    let (head, body) = complete(send(&mut client, req, b"").await).await;
+    assert_eq!(head.version, Version::HTTP_2);
+    assert_eq!(&body[..], b"HTTP/2.0 https://localhost/version");
+    let big = pattern(500_000);
+    let (_, echoed) = complete(send(&mut client, request(Method::POST, "/echo"), &big).await).await;
+    assert!(echoed[..] == big[..], "the echo over TLS differs");
+    // A client that offers only HTTP/1.1 gets it.
+    let tls = connect_tls(server.port(), &ca.pem, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // A server without HTTP/2 does not agree to it.
+    let plain = start_tls(mist::new(routes), &cert, &key).await;
+    let tls = connect_tls(plain.port(), &ca.pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
