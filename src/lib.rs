@@ -1,8 +1,9 @@
 //! # mist
 //!
-//! A small, complete and fast HTTP/1.1 server library: a Rust port of the
+//! A small, complete and fast HTTP server library: a Rust port of the
 //! Gleam web server [mist](https://hexdocs.pm/mist/). It speaks the `http`
-//! crate's types and runs on tokio with its own HTTP/1.1 engine.
+//! crate's types and runs on tokio with its own HTTP/1.1 engine, and
+//! HTTP/2 through the `h2` crate.
 //!
 //! ## A server in ten lines
 //!
@@ -72,6 +73,14 @@
 //! every feature works the same, files are streamed through user space in
 //! bounded pieces. [`Server::reload_certificate`] swaps the certificate
 //! for new connections without a restart.
+//!
+//! ## HTTP/2
+//!
+//! [`Builder::with_http2`] serves HTTP/2 beside HTTP/1.1 with the same
+//! handler: chosen with ALPN over HTTPS, or by a client with prior
+//! knowledge over plain HTTP. Request bodies, every response body and the
+//! limits work as they do for HTTP/1.1; a connection's requests run in
+//! parallel.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -1171,6 +1171,108 @@ fn tls_cert_without_key_is_refused() {
 }
 
 // ---------------------------------------------------------------------------
+// HTTP/2 (--http2)
+// ---------------------------------------------------------------------------
+
+/// Runs curl with `args`, the body saved aside: the HTTP version curl
+/// used (`1.1`, `2`), the status and the body.
+fn curl_version(args: &[&str]) -> (String, u16, Vec<u8>) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = TempFile::new(&format!("curl-body-{n}"), b"");
+    let path = body.0.to_str().unwrap();
+    let out = run_curl(&[&["-o", path, "-w", "%{http_version} %{http_code}"], args].concat());
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (version, status) = written.split_once(' ').expect("version and status");
+    let body = std::fs::read(&body.0).expect("curl's output file");
+    (version.to_string(), status.parse().expect("a status"), body)
+}
+
+#[test]
+fn http2_flag_serves_prior_knowledge_and_keeps_http1() {
+    let mut example = Example::start(&["--port", "0", "--http2"]);
+    let h2 = "--http2-prior-knowledge";
+    let (version, status, body) = curl_version(&[h2, &example.url("/hello")]);
+    assert_eq!(
+        (version.as_str(), status, &body[..]),
+        ("2", 200, &b"Hello, world!"[..])
+    );
+    let upload = TempFile::new("h2-upload", &binary_body(300_000));
+    let (version, status, body) =
+        curl_version(&[h2, "--data-binary", &upload.at(), &example.url("/echo")]);
+    assert_eq!((version.as_str(), status), ("2", 200));
+    assert!(body == binary_body(300_000), "the echo differs");
+    let (_, status, body) =
+        curl_version(&[h2, "--data-binary", &upload.at(), &example.url("/stream")]);
+    assert_eq!(status, 200);
+    assert!(body == binary_body(300_000), "the streamed echo differs");
+    let (_, status, body) = curl_version(&[h2, &example.url("/sse?count=2&interval_ms=1")]);
+    assert_eq!(status, 200);
+    let events = String::from_utf8(body).unwrap();
+    assert!(events.contains("id: 2\ndata: 2\n\n"), "{events:?}");
+    let (_, status, body) = curl_version(&[h2, &example.url("/chunked")]);
+    assert_eq!((status, &body[..]), (200, &b"onetwothree"[..]));
+    let (_, status, body) = curl_version(&[h2, &example.url("/file/hello.txt")]);
+    assert_eq!(status, 200);
+    assert_eq!(body, std::fs::read("examples/static/hello.txt").unwrap());
+    let (_, status, _) = curl_version(&[h2, &example.url("/panic")]);
+    assert_eq!(status, 500);
+    // HTTP/1.1 clients are served as before.
+    let (version, status, _) = curl_version(&["--http1.1", &example.url("/hello")]);
+    assert_eq!((version.as_str(), status), ("1.1", 200));
+    example.signal("TERM");
+    let exit = example.wait_exit();
+    assert!(exit.status.success(), "exit: {}", exit.status);
+}
+
+#[test]
+fn http2_flag_over_tls_is_chosen_by_alpn() {
+    let ca = support::TestCa::new("mist example test CA");
+    let dir = support::TestDir::new("example-h2-tls");
+    let (cert, key) = support::write_leaf(&dir, "server", &ca.leaf("localhost", false));
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    let mut example = Example::spawn(&[
+        "--port",
+        "0",
+        "--http2",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let line = example
+        .stdout
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("a Listening line");
+    let port = line
+        .strip_prefix("Listening on https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("not an https Listening line: {line:?}"));
+    let base = format!("https://127.0.0.1:{port}");
+    let ca = ca_file.to_str().unwrap();
+    let (version, status, body) = curl_version(&["--cacert", ca, &format!("{base}/hello")]);
+    assert_eq!(
+        (version.as_str(), status, &body[..]),
+        ("2", 200, &b"Hello, world!"[..])
+    );
+    let (version, status, body) =
+        curl_version(&["--cacert", ca, &format!("{base}/file/hello.txt")]);
+    assert_eq!((version.as_str(), status), ("2", 200));
+    assert_eq!(body, std::fs::read("examples/static/hello.txt").unwrap());
+    let (version, status, _) =
+        curl_version(&["--cacert", ca, "--http1.1", &format!("{base}/hello")]);
+    assert_eq!((version.as_str(), status), ("1.1", 200));
+    example.signal("TERM");
+    let exit = example.wait_exit();
+    assert!(exit.status.success(), "exit: {}", exit.status);
+}
+
+// ---------------------------------------------------------------------------
 // /ws and /ws/chat
 // ---------------------------------------------------------------------------
 

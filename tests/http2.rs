@@ -449,6 +449,24 @@ async fn limits_apply_per_request() {
 }
 
 #[tokio::test]
+async fn a_header_list_over_max_head_size_is_431() {
+    let server = start(mist::new(routes).with_http2().max_head_size(1000)).await;
+    let (mut client, _conn) = connect(&server).await;
+    let mut req = request(Method::GET, "/hello");
+    let long = "v".repeat(2000);
+    req.headers_mut()
+        .insert("x-long", http::HeaderValue::from_str(&long).unwrap());
+    let response = send(&mut client, req, b"").await;
+    let head = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .expect("a response");
+    assert_eq!(head.status(), 431);
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
 async fn a_silent_body_times_out() {
     let server = start(
         mist::new(routes)
