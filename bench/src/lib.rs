@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
-/// `--port N` (default 0), `--root DIR` (default `examples/static`) and,
-/// for the TLS peer, `--tls-cert PEM --tls-key PEM`.
+/// `--port N` (default 0), `--root DIR` (default `examples/static`),
+/// for the TLS peer `--tls-cert PEM --tls-key PEM`, and for hyper
+/// `--http2` (HTTP/2 with prior knowledge beside HTTP/1.1).
 pub struct Args {
     pub port: u16,
     pub root: PathBuf,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub http2: bool,
 }
 
 pub fn args() -> Args {
@@ -23,6 +25,7 @@ pub fn args_from(list: impl Iterator<Item = String>) -> Args {
         root: PathBuf::from("examples/static"),
         tls_cert: None,
         tls_key: None,
+        http2: false,
     };
     let mut it = list;
     while let Some(arg) = it.next() {
@@ -31,6 +34,7 @@ pub fn args_from(list: impl Iterator<Item = String>) -> Args {
             "--root" => args.root = PathBuf::from(it.next().expect("--root DIR")),
             "--tls-cert" => args.tls_cert = Some(PathBuf::from(it.next().expect("--tls-cert PEM"))),
             "--tls-key" => args.tls_key = Some(PathBuf::from(it.next().expect("--tls-key PEM"))),
+            "--http2" => args.http2 = true,
             other => panic!("unknown argument {other}"),
         }
     }

@@ -1,5 +1,7 @@
 //! hyper 1.x with hyper-util's TokioIo on a multi-thread runtime: the
-//! routes of the mist example, written as a hyper user would.
+//! routes of the mist example, written as a hyper user would. With
+//! `--http2`, hyper-util's auto builder serves HTTP/2 with prior knowledge
+//! beside HTTP/1.1, as axum's `serve` does.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -7,7 +9,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +68,7 @@ async fn main() {
     let root = Arc::new(args.root);
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await.unwrap();
     mist_bench::listening(listener.local_addr().unwrap().port());
+    let http2 = args.http2;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -73,9 +77,15 @@ async fn main() {
         let root = Arc::clone(&root);
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, Arc::clone(&root)));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            if http2 {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
         });
     }
 }
