@@ -19,7 +19,7 @@ use support::{
     echo_handler, start, start_tls, text, tls_client_config, write_leaf, TestCa, TestDir,
     SAFETY_TIMEOUT,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Barrier};
 use tokio::task::JoinHandle;
@@ -133,9 +133,11 @@ async fn routes(mut req: Request<Connection>) -> Response<ResponseData> {
             |_state| {},
         ),
         "/hop-by-hop" => Response::builder()
-            .header("connection", "close")
+            .header("connection", "close, x-hop")
+            .header("x-hop", "named by connection")
             .header("keep-alive", "timeout=5")
             .header("transfer-encoding", "chunked")
+            .header("te", "gzip")
             .body(ResponseData::from("fine"))
             .unwrap(),
         _ => text(404, ""),
@@ -490,7 +492,15 @@ async fn connection_fields_of_a_handler_are_dropped_and_others_answered() {
     let (mut client, _conn) = connect(&server).await;
     let (head, body) = get(&mut client, "/hop-by-hop").await;
     assert_eq!((head.status.as_u16(), &body[..]), (200, &b"fine"[..]));
-    assert!(head.headers.get("connection").is_none());
+    for name in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+    ] {
+        assert!(head.headers.get(name).is_none(), "{name}");
+    }
     // A WebSocket needs HTTP/1.1: the upgrade is refused.
     let (head, _) = get(&mut client, "/ws").await;
     assert_eq!(head.status, 400);
@@ -514,6 +524,107 @@ async fn read_request_body_works_over_http2() {
     let (head, body) =
         complete(send(&mut client, request(Method::POST, "/"), b"far too large").await).await;
     assert_eq!((head.status.as_u16(), &body[..]), (413, &b"too big"[..]));
+}
+
+#[tokio::test]
+async fn expect_100_continue_goes_ahead_of_a_response_that_streams_the_body_back() {
+    let server = serve2(routes).await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://localhost/duplex")
+        .header("expect", "100-continue")
+        .body(())
+        .unwrap();
+    let (mut response, mut upload) = client.send_request(req, false).unwrap();
+    let interim = tokio::time::timeout(
+        SAFETY_TIMEOUT,
+        poll_fn(|cx| response.poll_informational(cx)),
+    )
+    .await
+    .expect("an interim response in time")
+    .expect("an interim response")
+    .unwrap();
+    assert_eq!(interim.status(), StatusCode::CONTINUE);
+    upload
+        .send_data(Bytes::from_static(b"streamed back"), true)
+        .unwrap();
+    let (head, body) = complete(response).await;
+    assert_eq!(
+        (head.status.as_u16(), &body[..]),
+        (200, &b"streamed back"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_smaller_read_after_a_given_up_one_gets_at_most_what_it_asked() {
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let server = serve2(move |mut req: Request<Connection>| {
+        let ready_tx = ready_tx.clone();
+        async move {
+            let mut body = mist::stream(&mut req);
+            // Gathers what arrives towards 60,000 bytes, and gives up.
+            let gave_up = tokio::time::timeout(Duration::from_millis(100), body.consume(60_000))
+                .await
+                .is_err();
+            ready_tx.send(()).unwrap();
+            let mut sizes = vec![gave_up.to_string()];
+            loop {
+                match body.consume(100).await {
+                    Ok(Chunk::Data(piece)) => sizes.push(piece.len().to_string()),
+                    Ok(Chunk::Done) => break,
+                    Err(err) => return text(400, err.to_string()),
+                }
+                if sizes.len() > 3 {
+                    break;
+                }
+            }
+            text(200, sizes.join(" "))
+        }
+    })
+    .await;
+    let (client, _conn) = connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://localhost/")
+        .header("content-length", "100000")
+        .body(())
+        .unwrap();
+    let (response, mut upload) = client.send_request(req, false).unwrap();
+    upload
+        .send_data(Bytes::from(pattern(30_000)), false)
+        .unwrap();
+    ready.recv().await.unwrap();
+    upload
+        .send_data(Bytes::from(pattern(70_000)), true)
+        .unwrap();
+    let (head, body) = complete(response).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(std::str::from_utf8(&body).unwrap(), "true 100 100 100");
+}
+
+#[tokio::test]
+async fn cookies_are_one_field_and_the_scheme_is_the_connections() {
+    let server = serve2(|req: Request<Connection>| async move {
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        text(200, format!("{} {cookies:?}", req.uri()))
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let mut req = request(Method::GET, "/c");
+    // A client's claim of https over plain TCP does not make it so.
+    *req.uri_mut() = "https://localhost/c".parse().unwrap();
+    req.headers_mut()
+        .append("cookie", http::HeaderValue::from_static("a=1"));
+    req.headers_mut()
+        .append("cookie", http::HeaderValue::from_static("b=2"));
+    let (_, body) = complete(send(&mut client, req, b"").await).await;
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "http://localhost/c [\"a=1; b=2\"]"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -590,9 +701,100 @@ async fn an_idle_connection_is_closed_after_the_keep_alive_timeout() {
     let (mut client, conn) = connect(&server).await;
     let (head, _) = get(&mut client, "/hello").await;
     assert_eq!(head.status, 200);
-    drop(client);
+    // The client keeps its handle: only the server can end the connection.
     let ended = tokio::time::timeout(SAFETY_TIMEOUT, conn).await;
     assert!(ended.is_ok(), "the server closed the idle connection");
+    assert!(client.ready().await.is_err(), "no new streams after GOAWAY");
+}
+
+/// A raw client that sends the preface and its SETTINGS, then reads
+/// everything and answers nothing (no SETTINGS ack, no PING).
+async fn silent_client(server: &Server) -> TcpStream {
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    tcp
+}
+
+/// Reads until the server closes the connection.
+async fn read_to_close(tcp: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    let closed = tokio::time::timeout(SAFETY_TIMEOUT, async {
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the connection");
+}
+
+#[tokio::test]
+async fn a_client_that_answers_nothing_is_closed_after_the_keep_alive_timeout() {
+    let server = start(
+        mist::new(routes)
+            .with_http2()
+            .keep_alive_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let mut tcp = silent_client(&server).await;
+    read_to_close(&mut tcp).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_does_not_hold_up_a_shutdown() {
+    let server = serve2(routes).await;
+    let mut tcp = silent_client(&server).await;
+    // The HTTP/2 engine has the connection once the server's SETTINGS come.
+    let mut first = [0u8; 9];
+    tcp.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[3], 0x4, "a SETTINGS frame");
+    // A grace far longer than the safety timeout: the server must not
+    // wait for it to end a connection with no stream open.
+    server.shutdown(Duration::from_secs(3600));
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("the server stopped without waiting out the grace");
+    read_to_close(&mut tcp).await;
+}
+
+#[tokio::test]
+async fn a_preface_in_pieces_is_still_http2() {
+    let server = serve2(routes).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    // Twelve bytes, enough for the HTTP/1.1 parser to refuse the version:
+    // the server answers them (an HTTP/1.1 505 without the fix, HTTP/2's
+    // SETTINGS with it), so the rest is sent after they were parsed.
+    tcp.write_all(b"PRI * HTTP/2").await.unwrap();
+    let (kind, flags) = read_frame(&mut tcp).await;
+    assert_eq!((kind, flags), (0x4, 0), "the server's SETTINGS");
+    tcp.write_all(b".0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // The server acknowledges the client's SETTINGS: it read the preface.
+    while read_frame(&mut tcp).await != (0x4, 0x1) {}
+}
+
+/// Reads one HTTP/2 frame: its type and flags. Panics on an HTTP/1.1
+/// response.
+async fn read_frame(tcp: &mut TcpStream) -> (u8, u8) {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_exact(&mut head))
+        .await
+        .expect("a frame in time")
+        .expect("a frame");
+    assert!(!head.starts_with(b"HTTP/1.1 "), "an HTTP/1.1 response");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (head[3], head[4])
 }
 
 #[tokio::test]
@@ -618,7 +820,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     release_tx.send(()).unwrap();
     let (head, body) = complete(response).await;
     assert_eq!((head.status.as_u16(), &body[..]), (200, &b"finished"[..]));
-    drop(client);
+    // The client keeps its handle: the server ends the connection.
     tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
         .await
         .expect("the server stopped");
@@ -627,6 +829,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         .expect("the connection ended")
         .unwrap()
         .ok();
+    assert!(client.ready().await.is_err(), "no new streams after GOAWAY");
 }
 
 // ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ where
             .await
             else {
                 if let Some(err) = refused {
-                    if first && config.http2 && is_http2_preface(err, &transport.read_buf) {
+                    if first && config.http2 && is_http2_preface(&transport.read_buf) {
                         // Boxed: the HTTP/2 engine's state stays out of
                         // every HTTP/1.1 connection's future.
                         let Transport {
@@ -308,12 +308,15 @@ where
     }
 }
 
-/// The start of HTTP/2's connection preface (RFC 9113 §3.4), which the
-/// HTTP/1.1 parser refuses as an unknown version: a client with prior
-/// knowledge that the server speaks HTTP/2. (The head parser only runs
-/// once a blank line has arrived, so these bytes are all there.)
-fn is_http2_preface(err: ParseError, buf: &[u8]) -> bool {
-    err == ParseError::VersionNotSupported && buf.starts_with(b"PRI * HTTP/2.0\r\n\r\n")
+/// HTTP/2's connection preface (RFC 9113 §3.4), or as much of it as has
+/// arrived: the HTTP/1.1 parser refuses its request line, `PRI *
+/// HTTP/2.0`, as an unknown or malformed version as soon as it sees
+/// `HTTP/2`. A client with prior knowledge that the server speaks HTTP/2;
+/// the HTTP/2 engine reads the rest of the preface and checks it whole.
+fn is_http2_preface(buf: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let seen = buf.len().min(PREFACE.len());
+    seen >= b"PRI * HTTP/2".len() && buf[..seen] == PREFACE[..seen]
 }
 
 /// The request with its body.

@@ -1,14 +1,11 @@
 //! A request body read from an HTTP/2 stream.
 
-use super::lock;
+use super::{lock, SharedRespond};
 use crate::body::{BodySource, ReadError};
 use crate::io::{poll_deadline, Deadline};
 use bytes::{Bytes, BytesMut};
-use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{Response, StatusCode};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
@@ -29,9 +26,9 @@ pub(super) struct H2Body {
     pending: Bytes,
     /// A gathered piece being put together across waits.
     gathered: BytesMut,
-    /// The stream's response, while a `100 Continue` is owed: sent when
-    /// the body is first read.
-    continue_to: Option<Arc<Mutex<SendResponse<Bytes>>>>,
+    /// The stream's response, while a `100 Continue` may be owed: sent
+    /// when the body is first read, unless the response went first.
+    continue_to: Option<SharedRespond>,
     timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -41,7 +38,7 @@ impl H2Body {
     pub(super) fn new(
         recv: RecvStream,
         declared: Option<u64>,
-        continue_to: Option<Arc<Mutex<SendResponse<Bytes>>>>,
+        continue_to: Option<SharedRespond>,
         timeout: Duration,
     ) -> H2Body {
         H2Body {
@@ -73,31 +70,32 @@ impl BodySource for H2Body {
         gather: bool,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
         if let Some(respond) = self.continue_to.take() {
-            let interim = Response::builder()
-                .status(StatusCode::CONTINUE)
-                .body(())
-                .unwrap_or_default();
-            // Fails only once the stream is gone, which the read finds.
-            let _ = lock(&respond).send_informational(interim);
+            lock(&respond).send_continue();
         }
         let max = max.max(1);
+        // A gathered piece waits for this much (never more than `max`).
         let target = match (gather, self.remaining) {
             (true, Some(remaining)) => (max.min(GATHER_MAX) as u64).min(remaining).max(1) as usize,
             _ => 1,
         };
         loop {
+            // What is held already may be enough: `max` can differ from
+            // the call that gathered it (a read given up and another made).
+            if !self.gathered.is_empty() && self.gathered.len() >= target {
+                let piece = self.gathered.split_to(max.min(self.gathered.len()));
+                return self.give(piece.freeze());
+            }
             if !self.pending.is_empty() {
-                let take = (max - self.gathered.len()).min(self.pending.len());
-                if self.gathered.is_empty() && take >= target {
-                    let piece = self.pending.split_to(take);
+                if self.gathered.is_empty() && self.pending.len() >= target {
+                    // The common case: a slice of the frame, no copy.
+                    let piece = self.pending.split_to(max.min(self.pending.len()));
                     return self.give(piece);
                 }
+                let room = max.saturating_sub(self.gathered.len());
+                let take = room.min(self.pending.len());
                 self.gathered
                     .extend_from_slice(&self.pending.split_to(take));
-                if self.gathered.len() >= target {
-                    let piece = self.gathered.split().freeze();
-                    return self.give(piece);
-                }
+                continue;
             }
             match self.recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
@@ -111,8 +109,8 @@ impl BodySource for H2Body {
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(ReadError::MalformedBody)),
                 Poll::Ready(None) if self.gathered.is_empty() => return Poll::Ready(Ok(None)),
                 Poll::Ready(None) => {
-                    let piece = self.gathered.split().freeze();
-                    return self.give(piece);
+                    let piece = self.gathered.split_to(max.min(self.gathered.len()));
+                    return self.give(piece.freeze());
                 }
                 Poll::Pending => {
                     let timer = self

@@ -15,7 +15,7 @@ use self::body::H2Body;
 use self::io::{Prefixed, StreamIo};
 use crate::body::{BodySource, Connection};
 use crate::builder::Handler;
-use crate::config::Config;
+use crate::config::{Config, LINGER_TIME};
 use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, status_has_no_body};
@@ -25,7 +25,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,17 +40,32 @@ use tokio::time::Sleep;
 use tracing::{debug, error, trace};
 
 /// Flow-control windows, per stream and per connection: how much a client
-/// may send before the handler reads it. hyper's 1 MiB; `h2`'s default of
-/// 64 KiB would cap an upload at 64 KiB per round trip.
-const STREAM_WINDOW: u32 = 1024 * 1024;
+/// may send before handlers read it. `h2`'s default of 64 KiB would cap an
+/// upload at 64 KiB per round trip; the connection's is four streams'
+/// worth, so one handler that reads slowly cannot stall the uploads of the
+/// others (hyper gives both 1 MiB).
+const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// A file is read and sent in pieces of at most this size.
 const FILE_PIECE: usize = 64 * 1024;
 
+/// Most bytes of a response `h2` buffers per stream beyond what the
+/// client's window lets out (its default is 400 KiB): with 200 streams a
+/// client that grants windows and then stops reading holds 25 MiB here,
+/// not 80.
+const SEND_BUFFER: usize = 128 * 1024;
+
+/// Once no stream is open, how long closing may take: first for the client
+/// to answer the graceful close, then for the last frames to be written.
+const CLOSE_TIME: Duration = LINGER_TIME;
+
 /// What every stream of a connection shares.
 struct StreamContext {
     peer: Option<SocketAddr>,
+    /// The connection's: `https` over TLS, whatever a client's `:scheme`
+    /// claims.
+    scheme: Scheme,
     config: Arc<Config>,
     /// The connection's registration for the server's stop; streams that
     /// outlive their handler (event streams) take one of their own.
@@ -65,15 +81,16 @@ where
 {
     let ConnContext {
         peer,
+        scheme,
         config,
         shutdown,
-        ..
     } = ctx;
     let mut builder = h2::server::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_send_buffer_size(SEND_BUFFER)
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
     let handshake = builder.handshake::<_, Bytes>(Prefixed::new(read, stream));
     let mut connection = tokio::select! {
@@ -94,21 +111,23 @@ where
     let keep_alive = config.keep_alive_timeout;
     let shared = Arc::new(StreamContext {
         peer,
+        scheme,
         config,
         shutdown,
     });
     let mut streams = JoinSet::new();
-    let idle = tokio::time::sleep(keep_alive);
-    tokio::pin!(idle);
-    // A `GOAWAY` was sent: no new streams; the connection ends once the
-    // open ones have.
-    let mut closing = false;
+    // One timer, polled only while no stream is open: the idle timeout,
+    // then the bounds on closing.
+    let timer = tokio::time::sleep(keep_alive);
+    tokio::pin!(timer);
+    let mut state = Closing::Open;
     loop {
         tokio::select! {
             biased;
-            () = shared.shutdown.stopped(), if !closing => {
+            () = shared.shutdown.stopped(), if state == Closing::Open => {
                 connection.graceful_shutdown();
-                closing = true;
+                state = Closing::GoingAway;
+                timer.as_mut().reset(deadline_after(CLOSE_TIME));
             }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
@@ -126,21 +145,70 @@ where
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {
                 if streams.is_empty() {
-                    idle.as_mut().reset(deadline_after(keep_alive));
+                    let wait = if state == Closing::Open { keep_alive } else { CLOSE_TIME };
+                    timer.as_mut().reset(deadline_after(wait));
                 }
             }
-            () = &mut idle, if streams.is_empty() && !closing => {
-                trace!(?peer, "idle HTTP/2 connection timed out");
-                connection.graceful_shutdown();
-                closing = true;
-            }
+            () = &mut timer, if streams.is_empty() => match state {
+                Closing::Open => {
+                    trace!(?peer, "idle HTTP/2 connection timed out");
+                    connection.graceful_shutdown();
+                    state = Closing::GoingAway;
+                    timer.as_mut().reset(deadline_after(CLOSE_TIME));
+                }
+                // The client did not complete the graceful close (it
+                // answers no PING, reads nothing, or sits in the middle of
+                // a header block): close at once, and give up on even that
+                // if its frames cannot be written.
+                Closing::GoingAway => {
+                    debug!(?peer, "HTTP/2 client did not complete the graceful close");
+                    connection.abrupt_shutdown(Reason::NO_ERROR);
+                    state = Closing::Abrupt;
+                    timer.as_mut().reset(deadline_after(CLOSE_TIME));
+                }
+                Closing::Abrupt => break,
+            },
         }
     }
 }
 
+/// How far a connection is in closing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Open,
+    /// `GOAWAY` sent: no new streams; the connection ends once the open
+    /// ones have and the client has answered the `PING` that follows.
+    GoingAway,
+    /// Closed without waiting for the client; its frames are being written.
+    Abrupt,
+}
+
 /// A stream's response handle, shared with its body while a `100
-/// Continue` is owed.
-type Respond = Arc<Mutex<SendResponse<Bytes>>>;
+/// Continue` may be owed.
+pub(super) struct Respond {
+    send: SendResponse<Bytes>,
+    /// The client sent `Expect: 100-continue` and has not had its `100`.
+    continue_owed: bool,
+    /// The final response's head is sent: too late for a `100`.
+    final_sent: bool,
+}
+
+impl Respond {
+    /// Sends the `100 Continue` if it is owed and still can be.
+    pub(super) fn send_continue(&mut self) {
+        if self.continue_owed && !self.final_sent {
+            let interim = Response::builder()
+                .status(StatusCode::CONTINUE)
+                .body(())
+                .unwrap_or_default();
+            // Fails only once the stream is gone, which its reads find.
+            let _ = self.send.send_informational(interim);
+        }
+        self.continue_owed = false;
+    }
+}
+
+pub(super) type SharedRespond = Arc<Mutex<Respond>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -150,11 +218,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// first), then its response.
 async fn serve_stream<H: Handler<Connection>>(
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    send: SendResponse<Bytes>,
     handler: Arc<H>,
     shared: Arc<StreamContext>,
 ) {
-    let respond = Arc::new(Mutex::new(respond));
+    let respond = Arc::new(Mutex::new(Respond {
+        send,
+        continue_owed: false,
+        final_sent: false,
+    }));
     let method_is_head = request.method() == Method::HEAD;
     let response = match to_request(request, &respond, &shared) {
         Err((status, why)) => plain(status, why),
@@ -165,7 +237,7 @@ async fn serve_stream<H: Handler<Connection>>(
                     Err(_) => None,
                 }
             };
-            let reset = poll_fn(|cx| lock(&respond).poll_reset(cx));
+            let reset = poll_fn(|cx| lock(&respond).send.poll_reset(cx));
             tokio::select! {
                 biased;
                 handled = handled => handled.unwrap_or_else(|| {
@@ -183,26 +255,33 @@ async fn serve_stream<H: Handler<Connection>>(
 }
 
 /// The handler's request, or the error status for one over a limit.
+///
+/// As HTTP/1.1 would have it: the URI's scheme is the connection's, its
+/// authority from `Host` when `:authority` is missing, and the cookie
+/// crumbs a browser splits a `cookie` field into are one field again
+/// (RFC 9113 §8.2.3).
 fn to_request(
     request: Request<RecvStream>,
-    respond: &Respond,
+    respond: &SharedRespond,
     shared: &StreamContext,
 ) -> Result<Request<Connection>, (StatusCode, &'static str)> {
     let config = &shared.config;
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |p| p.as_str().len());
+    let (mut parts, recv) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target > config.max_request_target {
         return Err((StatusCode::URI_TOO_LONG, "request target too long"));
     }
-    if request.headers().len() > config.max_headers {
+    join_cookies(&mut parts.headers);
+    if parts.headers.len() > config.max_headers {
         return Err((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "too many header fields",
         ));
     }
-    let (parts, recv) = request.into_parts();
+    if parts.uri.scheme() != Some(&shared.scheme) || parts.uri.authority().is_none() {
+        parts.uri = with_origin(&parts.uri, &shared.scheme, &parts.headers)
+            .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
+    }
     let body = if recv.is_end_stream() {
         None
     } else {
@@ -215,7 +294,10 @@ fn to_request(
             .headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let continue_to = expects_continue.then(|| Arc::clone(respond));
+        let continue_to = expects_continue.then(|| {
+            lock(respond).continue_owed = true;
+            Arc::clone(respond)
+        });
         let body = H2Body::new(recv, declared, continue_to, config.body_read_timeout);
         Some(Box::new(body) as Box<dyn BodySource>)
     };
@@ -223,6 +305,43 @@ fn to_request(
         parts,
         Connection::new(shared.peer, body),
     ))
+}
+
+/// Joins several `cookie` fields into one, `; `-separated.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// `uri` with the connection's scheme, and an authority from `Host` if it
+/// has none; `None` if there is no valid authority at all.
+fn with_origin(uri: &Uri, scheme: &Scheme, headers: &HeaderMap) -> Option<Uri> {
+    let authority = match uri.authority() {
+        Some(authority) => authority.clone(),
+        None => {
+            let host = headers.get(header::HOST)?;
+            Authority::try_from(host.as_bytes()).ok()?
+        }
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).ok()
 }
 
 /// A short plain-text response of the engine's own.
@@ -239,15 +358,23 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ResponseData> {
 /// Header fields that name HTTP/1.1 connection features: forbidden in
 /// HTTP/2 (RFC 9113 §8.2.2), so a handler's are dropped.
 const CONNECTION_FIELDS: [header::HeaderName; 4] = [
-    header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::TE,
     header::HeaderName::from_static("keep-alive"),
 ];
 
-/// The head's fields as HTTP/2 wants them: no connection fields, a `date`,
-/// and `content-length` the engine's (the body's real size, when known).
+/// The head's fields as HTTP/2 wants them: no connection fields (nor those
+/// `connection` names), a `date`, and `content-length` the engine's (the
+/// body's real size, when known).
 fn prepare_head(headers: &mut HeaderMap, length: Option<u64>) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        for name in connection.as_bytes().split(|&b| b == b',') {
+            if let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) {
+                headers.remove(name);
+            }
+        }
+    }
     for name in &CONNECTION_FIELDS {
         headers.remove(name);
     }
@@ -285,7 +412,7 @@ impl From<h2::Error> for Failure {
 /// flow-control window allows.
 async fn send_response(
     response: Response<ResponseData>,
-    respond: &Respond,
+    respond: &SharedRespond,
     method_is_head: bool,
     shared: &StreamContext,
 ) {
@@ -307,10 +434,30 @@ async fn send_response(
     prepare_head(&mut parts.headers, length.filter(|_| !no_body));
     let ends_here = no_body || method_is_head || length == Some(0);
     let head = Response::from_parts(parts, ());
-    let mut stream = match lock(respond).send_response(head, ends_here) {
+    let sent = {
+        let mut respond = lock(respond);
+        // A stream that may read the request body while it is written
+        // gets the owed `100` ahead of the head, as over HTTP/1.1.
+        if matches!(body, ResponseData::Chunked(_)) && !ends_here {
+            respond.send_continue();
+        }
+        respond.final_sent = true;
+        let sent = respond.send.send_response(head, ends_here);
+        if sent.is_err() {
+            respond.send.send_reset(Reason::INTERNAL_ERROR);
+        }
+        sent
+    };
+    let mut stream = match sent {
         Ok(stream) => stream,
+        Err(err) if err.is_reset() || err.is_go_away() || err.is_io() => {
+            debug!(peer = ?shared.peer, %err, "HTTP/2 response not sent: the stream is gone");
+            return;
+        }
         Err(err) => {
-            debug!(peer = ?shared.peer, %err, "HTTP/2 response not sent");
+            // The handler's head broke a rule of HTTP/2 that the engine
+            // does not mend.
+            error!(peer = ?shared.peer, %err, "HTTP/2 response head refused; stream reset");
             return;
         }
     };
