@@ -3,9 +3,15 @@
 // receives the /sse ticks with the right ids.
 //
 //   node tests/browser/showcase.mjs http://127.0.0.1:PORT [screenshot.png]
+//   MIST_PROTOCOL=h2 node tests/browser/showcase.mjs https://127.0.0.1:PORT
+//
+// With MIST_PROTOCOL set, the page and its event stream must also have
+// come over that protocol (`nextHopProtocol`), and a self-signed
+// certificate is accepted.
 import { chromium } from "playwright-core";
 
 const [base, screenshot] = process.argv.slice(2);
+const protocol = process.env.MIST_PROTOCOL;
 if (!base) {
   console.error("usage: showcase.mjs BASE_URL [SCREENSHOT]");
   process.exit(2);
@@ -50,8 +56,9 @@ async function sees(page, text) {
 
 try {
   const query = "/?count=3&interval_ms=150";
-  const alice = await browser.newPage({ viewport: { width: 1000, height: 560 } });
-  const bob = await browser.newPage({ viewport: { width: 1000, height: 560 } });
+  const options = { viewport: { width: 1000, height: 560 }, ignoreHTTPSErrors: true };
+  const alice = await browser.newPage(options);
+  const bob = await browser.newPage(options);
   await alice.goto(base + query);
   await bob.goto(base + query);
 
@@ -91,6 +98,19 @@ try {
       await page.waitForSelector("#sse-status:not(.live)", { timeout: 10_000 });
     }
   });
+
+  if (protocol) {
+    await check(`the page and its event stream came over ${protocol}`, async () => {
+      const used = await alice.evaluate(() =>
+        performance.getEntries()
+          .filter((entry) => entry.entryType === "navigation" || entry.name.includes("/sse"))
+          .map((entry) => `${entry.name} ${entry.nextHopProtocol}`),
+      );
+      if (used.length < 2 || !used.every((line) => line.endsWith(` ${protocol}`))) {
+        throw new Error(`protocols: ${JSON.stringify(used)}`);
+      }
+    });
+  }
 
   if (screenshot) {
     await alice.screenshot({ path: screenshot });
