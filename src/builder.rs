@@ -371,8 +371,11 @@ impl<H, B> Builder<H, B> {
     /// is `HTTP/2.0` and its URI carries the scheme and authority, bodies
     /// are read with [`read_body`](crate::read_body) and
     /// [`stream`](crate::stream()) as before, and every response body
-    /// works, files through user space; a WebSocket needs HTTP/1.1 (a
-    /// browser opens an HTTP/1.1 connection for it). The limits apply per
+    /// works, files through user space. A WebSocket over HTTP/2 is an
+    /// extended CONNECT (RFC 8441, which browsers use once the server
+    /// offers it): the handler sees the `GET` it stands for and
+    /// [`websocket`](crate::websocket) takes it as it takes an upgrade, so
+    /// one route serves both protocols. The limits apply per
     /// request: [`Builder::max_head_size`] bounds the header list,
     /// [`Builder::max_request_target`] and [`Builder::max_headers`] are
     /// checked as for HTTP/1.1, and [`Builder::keep_alive_timeout`] closes

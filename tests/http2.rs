@@ -7,11 +7,11 @@
 mod support;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{stream, StreamExt};
+use futures_util::{stream, SinkExt, StreamExt};
 use h2::client::{ResponseFuture, SendRequest};
 use h2::Reason;
 use http::{Method, Request, Response, StatusCode, Version};
-use mist::{Chunk, Connection, Next, ResponseData, Server};
+use mist::{Chunk, Connection, Next, ResponseData, Server, WebsocketMessage};
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,10 +126,20 @@ async fn routes(mut req: Request<Connection>) -> Response<ResponseData> {
             Err(err) => text(500, err.to_string()),
         },
         "/panic" => panic!("this handler panics on purpose"),
+        // Echoes text and binary messages; over HTTP/2 through an extended
+        // CONNECT (RFC 8441), which the handler sees as a GET.
+        "/ws" if req.method() != Method::GET => text(405, ""),
         "/ws" => mist::websocket(
             req,
             |_conn| ((), None::<mpsc::Receiver<()>>),
-            |_state, _conn, _message| Next::Continue,
+            |_state, conn, message| {
+                match message {
+                    WebsocketMessage::Text(text) => mist::send_text_frame(conn, &text).unwrap(),
+                    WebsocketMessage::Binary(data) => mist::send_binary_frame(conn, &data).unwrap(),
+                    _ => {}
+                }
+                Next::Continue
+            },
             |_state| {},
         ),
         "/hop-by-hop" => Response::builder()
@@ -501,7 +511,7 @@ async fn connection_fields_of_a_handler_are_dropped_and_others_answered() {
     ] {
         assert!(head.headers.get(name).is_none(), "{name}");
     }
-    // A WebSocket needs HTTP/1.1: the upgrade is refused.
+    // A WebSocket over HTTP/2 is an extended CONNECT: a GET is refused.
     let (head, _) = get(&mut client, "/ws").await;
     assert_eq!(head.status, 400);
     // The peer is known.
@@ -625,6 +635,180 @@ async fn cookies_are_one_field_and_the_scheme_is_the_connections() {
         std::str::from_utf8(&body).unwrap(),
         "http://localhost/c [\"a=1; b=2\"]"
     );
+}
+
+// ---------------------------------------------------------------------------
+// WebSockets over HTTP/2 (RFC 8441)
+// ---------------------------------------------------------------------------
+
+/// A client's side of an HTTP/2 stream as a byte stream, for
+/// tokio-tungstenite's client to speak WebSocket frames over.
+struct Tunnel {
+    send: h2::SendStream<Bytes>,
+    recv: h2::RecvStream,
+    pending: Bytes,
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        while this.pending.is_empty() {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    this.pending = data;
+                }
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(std::io::Error::other(err))),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        this.send.reserve_capacity(data.len());
+        match this.send.poll_capacity(cx) {
+            Poll::Ready(Some(Ok(n))) => {
+                let n = n.min(data.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&data[..n]), false)
+                    .map_err(std::io::Error::other)?;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(_) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let _ = self.get_mut().send.send_data(Bytes::new(), true);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Opens a WebSocket on `path` with an extended CONNECT; the response.
+async fn extended_connect(
+    client: &mut SendRequest<Bytes>,
+    path: &str,
+    extensions: Option<&'static str>,
+) -> (http::response::Parts, Tunnel) {
+    // The server's SETTINGS (with SETTINGS_ENABLE_CONNECT_PROTOCOL) have
+    // arrived once a first request has been answered.
+    let (head, _) = get(client, "/hello").await;
+    assert_eq!(head.status, 200);
+    assert!(client.is_extended_connect_protocol_enabled());
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://localhost{path}"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    if let Some(extensions) = extensions {
+        req.headers_mut().insert(
+            "sec-websocket-extensions",
+            http::HeaderValue::from_static(extensions),
+        );
+    }
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from("websocket"));
+    let mut client = client.clone().ready().await.unwrap();
+    let (response, send) = client.send_request(req, false).unwrap();
+    let (head, recv) = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    (
+        head,
+        Tunnel {
+            send,
+            recv,
+            pending: Bytes::new(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_websocket_runs_over_an_extended_connect() {
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, tunnel) = extended_connect(&mut client, "/ws", None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.headers.get("sec-websocket-accept").is_none());
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(tunnel, Role::Client, None).await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    let big = pattern(300_000);
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let echoed = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("over h2"));
+    let echoed = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(echoed.into_data()[..] == big[..], "the binary echo differs");
+    // Another request on the same connection meanwhile.
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+    // The closing handshake: the server answers the close frame.
+    ws.close(None).await.unwrap();
+    loop {
+        match tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(_))) => continue,
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            Some(Err(_)) | None => break,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_over_http2_negotiates_permessage_deflate() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, _tunnel) = extended_connect(
+        &mut client,
+        "/ws",
+        Some("permessage-deflate; client_max_window_bits"),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    let agreed = head.headers["sec-websocket-extensions"].to_str().unwrap();
+    assert!(agreed.starts_with("permessage-deflate"), "{agreed}");
 }
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 use super::poll_capacity;
 use crate::io::Socket;
 use bytes::{Buf, Bytes, BytesMut};
-use h2::{Reason, SendStream};
+use h2::{Reason, RecvStream, SendStream};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,22 +77,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// One HTTP/2 stream as a socket, for an event stream: writes become DATA
-/// frames as the client's flow-control window allows (a client that grants
-/// none stalls the writer, whose write timeout then ends the stream),
-/// shutting down ends the stream, and a read ends (with no bytes) when the
-/// client resets the stream: it left. Dropped before its end, the stream
-/// is reset (`CANCEL`, or `INTERNAL_ERROR` after [`Socket::reset_on_close`]).
+/// One HTTP/2 stream as a socket, for the protocols that take a response
+/// over: writes become DATA frames as the client's flow-control window
+/// allows (a client that grants none stalls the writer, whose write
+/// timeout then ends the stream), and shutting down ends the stream.
+/// Reads take the client's DATA frames when the stream is a tunnel (a
+/// WebSocket's extended CONNECT), giving the window back as they go, and
+/// end where the client ends its side; on an event stream, whose client
+/// sends nothing, a read ends (with no bytes) when the client resets the
+/// stream: it left. Dropped before its end, the stream is reset
+/// (`CANCEL`, or `INTERNAL_ERROR` after [`Socket::reset_on_close`]).
 pub(super) struct StreamIo {
     send: SendStream<Bytes>,
+    /// The client's side of a tunnel, until it ends.
+    recv: Option<RecvStream>,
+    /// The rest of a DATA frame larger than the last read.
+    pending: Bytes,
     ended: bool,
     failed: AtomicBool,
 }
 
 impl StreamIo {
+    /// An event stream: nothing to read.
     pub(super) fn new(send: SendStream<Bytes>) -> StreamIo {
+        StreamIo::tunnel(send, None)
+    }
+
+    /// Both ways: a WebSocket over HTTP/2.
+    pub(super) fn tunnel(send: SendStream<Bytes>, recv: Option<RecvStream>) -> StreamIo {
         StreamIo {
             send,
+            recv,
+            pending: Bytes::new(),
             ended: false,
             failed: AtomicBool::new(false),
         }
@@ -147,10 +163,32 @@ impl AsyncRead for StreamIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // A reset, or the connection's end: no bytes, the end of input.
-        self.get_mut().send.poll_reset(cx).map(|_| Ok(()))
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            let Some(recv) = &mut this.recv else {
+                // A reset, or the connection's end: no bytes, the end of
+                // input.
+                return this.send.poll_reset(cx).map(|_| Ok(()));
+            };
+            match recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    // Only fails once the stream is gone.
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    this.pending = data;
+                }
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(io::Error::other(err))),
+                // The client ended its side: the end of input.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

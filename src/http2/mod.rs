@@ -23,6 +23,7 @@ use crate::io::{deadline_after, poll_deadline, Deadline, Handover, StopWatch};
 use crate::response::{BoxError, ChunkedBody, ResponseData};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use h2::ext::Protocol;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
@@ -91,6 +92,9 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(config.http2_max_concurrent_streams)
         .max_send_buffer_size(SEND_BUFFER)
+        // WebSockets over HTTP/2 (RFC 8441): browsers use them once the
+        // server announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
     let handshake = builder.handshake::<_, Bytes>(Prefixed::new(read, stream));
     let mut connection = tokio::select! {
@@ -228,7 +232,11 @@ async fn serve_stream<H: Handler<Connection>>(
         final_sent: false,
     }));
     let method_is_head = request.method() == Method::HEAD;
-    let response = match to_request(request, &respond, &shared) {
+    // An extended CONNECT for a WebSocket (RFC 8441) opens a tunnel: the
+    // client's side of the stream is not a body but the tunnel's input,
+    // kept for the WebSocket the handler may answer with.
+    let mut tunnel = None;
+    let response = match to_request(request, &respond, &shared, &mut tunnel) {
         Err((status, why)) => plain(status, why),
         Ok(request) => {
             let handled = async {
@@ -251,7 +259,7 @@ async fn serve_stream<H: Handler<Connection>>(
             }
         }
     };
-    send_response(response, &respond, method_is_head, &shared).await;
+    send_response(response, &respond, method_is_head, tunnel, &shared).await;
 }
 
 /// The handler's request, or the error status for one over a limit.
@@ -264,6 +272,7 @@ fn to_request(
     request: Request<RecvStream>,
     respond: &SharedRespond,
     shared: &StreamContext,
+    tunnel: &mut Option<RecvStream>,
 ) -> Result<Request<Connection>, (StatusCode, &'static str)> {
     let config = &shared.config;
     let (mut parts, recv) = request.into_parts();
@@ -283,6 +292,12 @@ fn to_request(
             .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
     }
     let body = if recv.is_end_stream() {
+        None
+    } else if parts.method == Method::CONNECT && is_websocket(parts.extensions.get()) {
+        // The GET it stands for, so that one route serves WebSockets over
+        // both protocols; `websocket` knows it by its `:protocol`.
+        parts.method = Method::GET;
+        *tunnel = Some(recv);
         None
     } else {
         // `h2` has checked the value, and checks the body against it.
@@ -305,6 +320,11 @@ fn to_request(
         parts,
         Connection::new(shared.peer, body),
     ))
+}
+
+/// An extended CONNECT's `:protocol` is `websocket` (RFC 8441 §4).
+fn is_websocket(protocol: Option<&Protocol>) -> bool {
+    protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Joins several `cookie` fields into one, `; `-separated.
@@ -414,14 +434,18 @@ async fn send_response(
     response: Response<ResponseData>,
     respond: &SharedRespond,
     method_is_head: bool,
+    tunnel: Option<RecvStream>,
     shared: &StreamContext,
 ) {
     let mut response = response;
-    if matches!(response.body(), ResponseData::Websocket(_)) || response.status().is_informational()
+    let websocket = matches!(response.body(), ResponseData::Websocket(_));
+    if (websocket && (tunnel.is_none() || response.status() != StatusCode::OK))
+        || response.status().is_informational()
     {
-        // `websocket` refuses HTTP/2 requests (they carry no upgrade), so
-        // only a handler that built such a response itself gets here.
-        error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with an upgrade or an interim status; answering 500");
+        // `websocket` answers an extended CONNECT with a 200 and refuses
+        // every other HTTP/2 request, so only a handler that built such a
+        // response itself gets here.
+        error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with a WebSocket it did not ask for, or an interim status; answering 500");
         response = plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error");
     }
     let (mut parts, body) = response.into_parts();
@@ -482,7 +506,16 @@ async fn send_response(
             events.start(handover, false).await;
             return;
         }
-        ResponseData::Websocket(_) => Ok(()),
+        ResponseData::Websocket(websocket) => {
+            let handover = Handover {
+                io: Box::new(StreamIo::tunnel(stream, tunnel)),
+                read_buf: BytesMut::new(),
+                shutdown: shared.shutdown.another(),
+                peer: shared.peer,
+            };
+            websocket.start(handover).await;
+            return;
+        }
     };
     if let Err(Failure::Failed(err)) = sent {
         debug!(peer = ?shared.peer, %err, "HTTP/2 response failed; resetting the stream");

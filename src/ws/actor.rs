@@ -428,6 +428,11 @@ impl WebsocketUpgrade {
 /// UTF-8, and `permessage-deflate` accepted when offered. A panicking
 /// handler closes the connection with 1011; the server carries on.
 ///
+/// Over HTTP/2 ([`Builder::with_http2`](crate::Builder::with_http2)) the
+/// same call takes a browser's extended CONNECT (RFC 8441), which the
+/// handler sees as a `GET` with version `HTTP/2.0`, and answers `200`; the
+/// WebSocket then runs on that one stream.
+///
 /// ```no_run
 /// use http::{Request, Response};
 /// use mist::{Connection, Next, ResponseData, WebsocketMessage};

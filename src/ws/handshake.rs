@@ -1,6 +1,7 @@
 //! The opening handshake, server side (RFC 6455 §4.2): validating the
 //! client's upgrade request, `Sec-WebSocket-Accept`, and the
-//! permessage-deflate negotiation (RFC 7692 §5). No I/O.
+//! permessage-deflate negotiation (RFC 7692 §5); over HTTP/2, the extended
+//! CONNECT of RFC 8441 instead of the upgrade. No I/O.
 
 use super::deflate::{self, DeflateConfig, DeflateParams};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,9 +19,9 @@ pub(crate) const VERSION: &str = "13";
 /// Why an upgrade request was refused; the handler never starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeError {
-    /// Not a GET.
+    /// Not a GET (over HTTP/2: not a CONNECT with `:protocol websocket`).
     Method,
-    /// Not HTTP/1.1.
+    /// Neither HTTP/1.1 nor HTTP/2.
     HttpVersion,
     /// No `Host` header and no authority in the request target.
     MissingHost,
@@ -60,8 +61,10 @@ impl HandshakeError {
     /// A one-line explanation.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
-            HandshakeError::Method => "websocket upgrade must be a GET",
-            HandshakeError::HttpVersion => "websocket upgrade must be HTTP/1.1",
+            HandshakeError::Method => {
+                "websocket upgrade must be a GET (over HTTP/2, a CONNECT with :protocol websocket)"
+            }
+            HandshakeError::HttpVersion => "websocket upgrade must be HTTP/1.1 or HTTP/2",
             HandshakeError::MissingHost => "missing host",
             HandshakeError::NotWebSocketUpgrade => "missing upgrade: websocket",
             HandshakeError::ConnectionNotUpgrade => "connection header lacks upgrade",
@@ -84,8 +87,9 @@ impl std::error::Error for HandshakeError {}
 /// connection runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Handshake {
-    /// The `Sec-WebSocket-Accept` value.
-    pub(crate) accept: HeaderValue,
+    /// The `Sec-WebSocket-Accept` value; `None` over HTTP/2, which has no
+    /// key and answers `200` (RFC 8441 §5).
+    pub(crate) accept: Option<HeaderValue>,
     /// The agreed permessage-deflate parameters, if any.
     pub(crate) deflate: Option<DeflateParams>,
     /// The `Sec-WebSocket-Extensions` value, if an extension was agreed.
@@ -93,20 +97,26 @@ pub(crate) struct Handshake {
 }
 
 impl Handshake {
-    /// Adds the headers of the 101 response (RFC 6455 §4.2.2 item 5).
+    /// Adds the headers of the 101 response (RFC 6455 §4.2.2 item 5), or
+    /// of the 200 of an HTTP/2 extended CONNECT.
     pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept.clone());
+        if let Some(accept) = &self.accept {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept.clone());
+        }
         if let Some(extensions) = &self.extensions {
             headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions.clone());
         }
     }
 
-    /// The 101 Switching Protocols response.
+    /// The 101 Switching Protocols response (200 over HTTP/2).
     pub(crate) fn response<B>(&self, body: B) -> Response<B> {
         let mut response = Response::new(body);
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.status_mut() = match self.accept {
+            Some(_) => StatusCode::SWITCHING_PROTOCOLS,
+            None => StatusCode::OK,
+        };
         self.write_headers(response.headers_mut());
         response
     }
@@ -119,6 +129,9 @@ pub(crate) fn accept<T>(
     deflate: Option<&DeflateConfig>,
 ) -> Result<Handshake, HandshakeError> {
     let headers = request.headers();
+    if request.version() == Version::HTTP_2 {
+        return accept_extended_connect(request, deflate);
+    }
     // RFC 6455 §4.2.1 item 1: an HTTP/1.1 or higher GET request.
     if request.method() != Method::GET {
         return Err(HandshakeError::Method);
@@ -149,19 +162,58 @@ pub(crate) fn accept<T>(
     if !is_valid_key(key.as_bytes()) {
         return Err(HandshakeError::InvalidKey);
     }
-    // RFC 6455 §9.1: the server picks from the offered extensions.
-    let negotiated = deflate.and_then(|config| {
-        deflate::negotiate(headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS), config)
-    });
-    let (deflate, extensions) = match negotiated {
-        Some(n) => (Some(n.params), Some(n.response)),
-        None => (None, None),
-    };
+    let (deflate, extensions) = negotiate(headers, deflate);
     Ok(Handshake {
-        accept: accept_key(key.as_bytes()),
+        accept: Some(accept_key(key.as_bytes())),
         deflate,
         extensions,
     })
+}
+
+/// RFC 8441 §4-§5: over HTTP/2 a WebSocket is a CONNECT with `:protocol`
+/// `websocket` on a stream of its own; no `Upgrade`, `Connection` or key,
+/// and the answer is a `200`. The version and extensions are as in
+/// RFC 6455. The HTTP/2 engine hands such a request to the handler as the
+/// GET it stands for; its `:protocol` stays in the extensions.
+fn accept_extended_connect<T>(
+    request: &Request<T>,
+    deflate: Option<&DeflateConfig>,
+) -> Result<Handshake, HandshakeError> {
+    let protocol = request.extensions().get::<h2::ext::Protocol>();
+    if !matches!(*request.method(), Method::GET | Method::CONNECT)
+        || !protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+    {
+        return Err(HandshakeError::Method);
+    }
+    if request.uri().authority().is_none() {
+        return Err(HandshakeError::MissingHost);
+    }
+    let headers = request.headers();
+    let version =
+        single(headers, &header::SEC_WEBSOCKET_VERSION).ok_or(HandshakeError::MissingVersion)?;
+    if version.as_bytes() != VERSION.as_bytes() {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let (deflate, extensions) = negotiate(headers, deflate);
+    Ok(Handshake {
+        accept: None,
+        deflate,
+        extensions,
+    })
+}
+
+/// RFC 6455 §9.1: the server picks from the offered extensions.
+fn negotiate(
+    headers: &HeaderMap,
+    deflate: Option<&DeflateConfig>,
+) -> (Option<DeflateParams>, Option<HeaderValue>) {
+    let negotiated = deflate.and_then(|config| {
+        deflate::negotiate(headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS), config)
+    });
+    match negotiated {
+        Some(n) => (Some(n.params), Some(n.response)),
+        None => (None, None),
+    }
 }
 
 /// `Sec-WebSocket-Accept` for a key: base64 of the SHA-1 of the key (as
@@ -238,7 +290,10 @@ mod tests {
     #[test]
     fn handshake_valid_request_is_accepted() {
         let handshake = accept(&request().body(()).unwrap(), None).unwrap();
-        assert_eq!(handshake.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            handshake.accept.clone().unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(handshake.deflate, None);
         let response = handshake.response(());
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -261,6 +316,43 @@ mod tests {
         let mut req = request().body(()).unwrap();
         *req.version_mut() = Version::HTTP_10;
         assert_eq!(accept(&req, None), Err(HandshakeError::HttpVersion));
+    }
+
+    #[test]
+    fn http2_takes_an_extended_connect_and_answers_200_without_a_key() {
+        let connect = |method: Method, protocol: Option<&str>| {
+            let mut req = Request::builder()
+                .method(method)
+                .version(Version::HTTP_2)
+                .uri("https://example.com/chat")
+                .header("sec-websocket-version", "13")
+                .body(())
+                .unwrap();
+            if let Some(protocol) = protocol {
+                req.extensions_mut()
+                    .insert(h2::ext::Protocol::from(protocol));
+            }
+            req
+        };
+        let handshake = accept(&connect(Method::CONNECT, Some("websocket")), None).unwrap();
+        assert_eq!(handshake.accept, None);
+        let response = handshake.response(());
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("upgrade").is_none());
+        // As the engine hands it to handlers: the GET it stands for.
+        assert!(accept(&connect(Method::GET, Some("websocket")), None).is_ok());
+        for refused in [
+            connect(Method::GET, None),
+            connect(Method::POST, Some("websocket")),
+            connect(Method::CONNECT, None),
+            connect(Method::CONNECT, Some("webtransport")),
+        ] {
+            assert_eq!(accept(&refused, None), Err(HandshakeError::Method));
+        }
+        let mut old = connect(Method::CONNECT, Some("websocket"));
+        old.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(accept(&old, None), Err(HandshakeError::UnsupportedVersion));
     }
 
     #[test]
