@@ -70,7 +70,7 @@ impl BodySource for H2Body {
         gather: bool,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
         if let Some(respond) = self.continue_to.take() {
-            lock(&respond).send_continue();
+            lock(&respond).send_continue(cx);
         }
         let max = max.max(1);
         // A gathered piece waits for this much (never more than `max`).

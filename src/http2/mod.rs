@@ -198,9 +198,11 @@ pub(super) struct Respond {
 }
 
 impl Respond {
-    /// Sends the `100 Continue` if it is owed and still can be.
-    pub(super) fn send_continue(&mut self) {
-        if self.continue_owed && !self.final_sent {
+    /// Sends the `100 Continue` if it is owed and still can be: not after
+    /// the final head, nor on a stream the client has reset (`h2` would
+    /// send its HEADERS regardless).
+    pub(super) fn send_continue(&mut self, cx: &mut Context<'_>) {
+        if self.continue_owed && !self.final_sent && self.send.poll_reset(cx).is_pending() {
             let interim = Response::builder()
                 .status(StatusCode::CONTINUE)
                 .body(())
@@ -463,7 +465,8 @@ async fn send_response(
         // A stream that may read the request body while it is written
         // gets the owed `100` ahead of the head, as over HTTP/1.1.
         if matches!(body, ResponseData::Chunked(_)) && !ends_here {
-            respond.send_continue();
+            let waker = std::task::Waker::noop();
+            respond.send_continue(&mut Context::from_waker(waker));
         }
         respond.final_sent = true;
         let sent = respond.send.send_response(head, ends_here);
