@@ -782,18 +782,167 @@ async fn a_websocket_runs_over_an_extended_connect() {
     // Another request on the same connection meanwhile.
     let (head, _) = get(&mut client, "/hello").await;
     assert_eq!(head.status, 200);
-    // The closing handshake: the server answers the close frame.
+    // The closing handshake: the server answers the close frame, then
+    // ends the stream.
     ws.close(None).await.unwrap();
-    loop {
-        match tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(_))) => continue,
-            Some(Ok(other)) => panic!("unexpected {other:?}"),
-            Some(Err(_)) | None => break,
-        }
+    let answer = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap();
+    assert!(matches!(answer, Some(Ok(Message::Close(_)))), "{answer:?}");
+    let end = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_connect_not_answered_with_a_websocket_is_not_a_2xx() {
+    let server = serve2(|req: Request<Connection>| async move {
+        // Every route answers 200, whatever it is asked.
+        text(200, format!("{} {}", req.method(), req.uri()))
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    // A WebSocket asked of a route that is not one: a 2xx would tell the
+    // client its WebSocket is open.
+    let (head, _tunnel) = extended_connect(&mut client, "/hello", None).await;
+    assert_eq!(head.status, 501);
+    // A tunnel of another protocol is refused before the handler.
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("http://localhost/.well-known/masque/udp/192.0.2.1/53/")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from("connect-udp"));
+    let mut ready = client.clone().ready().await.unwrap();
+    let (response, _upload) = ready.send_request(req, false).unwrap();
+    let (head, _) = complete(response).await;
+    assert_eq!(head.status, 501);
+    // A plain CONNECT reaches the handler with its authority-form target,
+    // and its 2xx becomes a 501 too: no tunnel is served.
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("example.com:443")
+        .body(())
+        .unwrap();
+    let mut ready = client.clone().ready().await.unwrap();
+    let (response, _upload) = ready.send_request(req, false).unwrap();
+    let (head, _) = complete(response).await;
+    assert_eq!(head.status, 501);
+}
+
+#[tokio::test]
+async fn a_websocket_connect_that_ends_its_stream_is_400() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("http://localhost/ws")
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from("websocket"));
+    let (head, _) = complete(send(&mut client, req, b"").await).await;
+    assert_eq!(head.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_websocket_messages_keeps_the_connection() {
+    let server = serve2(routes).await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, mut tunnel) = extended_connect(&mut client, "/ws", None).await;
+    assert_eq!(head.status, 200);
+    // 5,000 one-byte text messages, each its own DATA frame: more than
+    // `h2`'s default budget of small frames held unread.
+    let count = 5_000;
+    for _ in 0..count {
+        let frame = Bytes::from_static(&[0x81, 0x81, 0, 0, 0, 0, b'x']);
+        tunnel.send.send_data(frame, false).unwrap();
     }
+    // Every echo comes back: three bytes each.
+    let mut echoed = 0;
+    let mut buf = vec![0u8; 65536];
+    while echoed < count * 3 {
+        let n = tokio::time::timeout(SAFETY_TIMEOUT, tunnel.read(&mut buf))
+            .await
+            .expect("echoes in time")
+            .expect("the tunnel stays open");
+        assert!(n > 0, "the tunnel ended after {echoed} bytes");
+        echoed += n;
+    }
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}
+
+/// A server whose `/ws` tells the test when `on_close` has run.
+async fn on_close_server() -> (Server, mpsc::UnboundedReceiver<()>) {
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let server = serve2(move |req: Request<Connection>| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            if req.uri().path() != "/ws" {
+                return routes(req).await;
+            }
+            mist::websocket(
+                req,
+                |_conn| ((), None::<mpsc::Receiver<()>>),
+                |_state, _conn, _message| Next::Continue,
+                move |_state| closed_tx.send(()).unwrap(),
+            )
+        }
+    })
+    .await;
+    (server, closed)
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_websocket_over_http2_with_1001() {
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let (server, mut closed) = on_close_server().await;
+    let (mut client, conn) = connect(&server).await;
+    let (head, tunnel) = extended_connect(&mut client, "/ws", None).await;
+    assert_eq!(head.status, 200);
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(tunnel, Role::Client, None).await;
+    // A grace far longer than the safety timeout: the WebSocket must close
+    // at the stop, not at the grace's end.
+    server.shutdown(Duration::from_secs(3600));
+    let close = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap();
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame with 1001: {other:?}"),
+    }
+    // Polled once more, the client answers the close frame; the stream ends.
+    let end = tokio::time::timeout(SAFETY_TIMEOUT, ws.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+    closed.recv().await.expect("on_close ran");
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("the server stopped");
+    let _ = tokio::time::timeout(SAFETY_TIMEOUT, conn)
+        .await
+        .expect("the connection ended");
+}
+
+#[tokio::test]
+async fn a_client_reset_of_a_websocket_runs_on_close() {
+    let (server, mut closed) = on_close_server().await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, mut tunnel) = extended_connect(&mut client, "/ws", None).await;
+    assert_eq!(head.status, 200);
+    tunnel.send.send_reset(Reason::CANCEL);
+    tokio::time::timeout(SAFETY_TIMEOUT, closed.recv())
+        .await
+        .expect("on_close ran after the reset")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -93,6 +93,8 @@ pub(super) struct StreamIo {
     recv: Option<RecvStream>,
     /// The rest of a DATA frame larger than the last read.
     pending: Bytes,
+    /// An error met after a read had bytes already: the next read's.
+    failed_read: Option<h2::Error>,
     ended: bool,
     failed: AtomicBool,
 }
@@ -109,6 +111,7 @@ impl StreamIo {
             send,
             recv,
             pending: Bytes::new(),
+            failed_read: None,
             ended: false,
             failed: AtomicBool::new(false),
         }
@@ -166,23 +169,37 @@ impl AsyncRead for StreamIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(err) = this.failed_read.take() {
+            return Poll::Ready(Err(io::Error::other(err)));
+        }
+        let Some(recv) = &mut this.recv else {
+            // A reset, or the connection's end: no bytes, the end of input.
+            return this.send.poll_reset(cx).map(|_| Ok(()));
+        };
+        // Every frame that is ready and fits: a burst of small messages
+        // leaves `h2`'s buffers as fast as it came (see DATA_FRAME_BUDGET).
+        let mut read_any = false;
         loop {
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending.split_to(n));
-                return Poll::Ready(Ok(()));
+                read_any = true;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
             }
-            let Some(recv) = &mut this.recv else {
-                // A reset, or the connection's end: no bytes, the end of
-                // input.
-                return this.send.poll_reset(cx).map(|_| Ok(()));
-            };
             match recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
                     // Only fails once the stream is gone.
                     let _ = recv.flow_control().release_capacity(data.len());
                     this.pending = data;
                 }
+                Poll::Ready(Some(Err(err))) if read_any => {
+                    // The bytes first; the error at the next read.
+                    this.failed_read = Some(err);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(None) | Poll::Pending if read_any => return Poll::Ready(Ok(())),
                 Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(io::Error::other(err))),
                 // The client ended its side: the end of input.
                 Poll::Ready(None) => return Poll::Ready(Ok(())),

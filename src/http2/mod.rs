@@ -57,6 +57,15 @@ const FILE_PIECE: usize = 64 * 1024;
 /// not 80.
 const SEND_BUFFER: usize = 128 * 1024;
 
+/// How much framing overhead of small DATA frames `h2` holds before the
+/// handlers have read them (each frame under 256 bytes costs 256 minus its
+/// size) until it closes the connection with `ENHANCE_YOUR_CALM`. Its
+/// default, half the connection window, is about 2,000 one-byte frames: a
+/// burst of small WebSocket messages from one client (3,000 in a review's
+/// test) ended every stream of its connection. Four times that: 8,000
+/// frames, about 1 MiB of bookkeeping at most per connection.
+const DATA_FRAME_BUDGET: usize = 2 * 1024 * 1024;
+
 /// Once no stream is open, how long closing may take: first for the client
 /// to answer the graceful close, then for the last frames to be written.
 const CLOSE_TIME: Duration = LINGER_TIME;
@@ -95,6 +104,7 @@ where
         // WebSockets over HTTP/2 (RFC 8441): browsers use them once the
         // server announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
         .enable_connect_protocol()
+        .data_frame_budget(DATA_FRAME_BUDGET)
         .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
     let handshake = builder.handshake::<_, Bytes>(Prefixed::new(read, stream));
     let mut connection = tokio::select! {
@@ -234,6 +244,7 @@ async fn serve_stream<H: Handler<Connection>>(
         final_sent: false,
     }));
     let method_is_head = request.method() == Method::HEAD;
+    let connect = request.method() == Method::CONNECT;
     // An extended CONNECT for a WebSocket (RFC 8441) opens a tunnel: the
     // client's side of the stream is not a body but the tunnel's input,
     // kept for the WebSocket the handler may answer with.
@@ -261,7 +272,12 @@ async fn serve_stream<H: Handler<Connection>>(
             }
         }
     };
-    send_response(response, &respond, method_is_head, tunnel, &shared).await;
+    let request = Exchange {
+        method_is_head,
+        connect,
+        tunnel,
+    };
+    send_response(response, &respond, request, &shared).await;
 }
 
 /// The handler's request, or the error status for one over a limit.
@@ -289,17 +305,41 @@ fn to_request(
             "too many header fields",
         ));
     }
-    if parts.uri.scheme() != Some(&shared.scheme) || parts.uri.authority().is_none() {
+    let connect = parts.method == Method::CONNECT;
+    // A plain CONNECT keeps its authority-form target, as over HTTP/1.1.
+    if !connect && (parts.uri.scheme() != Some(&shared.scheme) || parts.uri.authority().is_none()) {
         parts.uri = with_origin(&parts.uri, &shared.scheme, &parts.headers)
             .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
     }
-    let body = if recv.is_end_stream() {
-        None
-    } else if parts.method == Method::CONNECT && is_websocket(parts.extensions.get()) {
+    if let Some(protocol) = parts.extensions.get::<Protocol>() {
+        // An extended CONNECT (RFC 8441): the only tunnel served is a
+        // WebSocket, and its stream must stay open for it.
+        if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+            return Err((
+                StatusCode::NOT_IMPLEMENTED,
+                "no tunnel but websocket is served",
+            ));
+        }
+        if recv.is_end_stream() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "a websocket connect ended its stream",
+            ));
+        }
+        if connect {
+            parts.uri = with_origin(&parts.uri, &shared.scheme, &parts.headers)
+                .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
+        }
         // The GET it stands for, so that one route serves WebSockets over
         // both protocols; `websocket` knows it by its `:protocol`.
         parts.method = Method::GET;
         *tunnel = Some(recv);
+        return Ok(Request::from_parts(
+            parts,
+            Connection::new(shared.peer, None),
+        ));
+    }
+    let body = if recv.is_end_stream() {
         None
     } else {
         // `h2` has checked the value, and checks the body against it.
@@ -322,11 +362,6 @@ fn to_request(
         parts,
         Connection::new(shared.peer, body),
     ))
-}
-
-/// An extended CONNECT's `:protocol` is `websocket` (RFC 8441 §4).
-fn is_websocket(protocol: Option<&Protocol>) -> bool {
-    protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Joins several `cookie` fields into one, `; `-separated.
@@ -414,6 +449,15 @@ fn prepare_head(headers: &mut HeaderMap, length: Option<u64>) {
     }
 }
 
+/// What `send_response` needs of the request.
+struct Exchange {
+    method_is_head: bool,
+    /// A plain CONNECT.
+    connect: bool,
+    /// The client's side of a WebSocket's extended CONNECT.
+    tunnel: Option<RecvStream>,
+}
+
 /// Why a response body stopped.
 enum Failure {
     /// The client reset the stream, or the connection ended: nobody to
@@ -435,12 +479,20 @@ impl From<h2::Error> for Failure {
 async fn send_response(
     response: Response<ResponseData>,
     respond: &SharedRespond,
-    method_is_head: bool,
-    tunnel: Option<RecvStream>,
+    request: Exchange,
     shared: &StreamContext,
 ) {
+    let Exchange {
+        method_is_head,
+        connect,
+        tunnel,
+    } = request;
     let mut response = response;
     let websocket = matches!(response.body(), ResponseData::Websocket(_));
+    // What the client sends on a tunnel the response does not take is
+    // dropped now: `h2` discards it and gives its window back.
+    let asked_for_tunnel = connect || tunnel.is_some();
+    let tunnel = if websocket { tunnel } else { None };
     if (websocket && (tunnel.is_none() || response.status() != StatusCode::OK))
         || response.status().is_informational()
     {
@@ -449,6 +501,12 @@ async fn send_response(
         // response itself gets here.
         error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with a WebSocket it did not ask for, or an interim status; answering 500");
         response = plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error");
+    } else if asked_for_tunnel && !websocket && response.status().is_success() {
+        // A 2xx to a CONNECT says the tunnel is open (RFC 9110 §9.3.6,
+        // RFC 8441 §5), and a browser would take it as an open WebSocket;
+        // the one tunnel served is a WebSocket.
+        debug!(peer = ?shared.peer, status = %response.status(), "a CONNECT answered without a WebSocket; answering 501");
+        response = plain(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here");
     }
     let (mut parts, body) = response.into_parts();
     let no_body = status_has_no_body(parts.status);

@@ -174,13 +174,14 @@ pub(crate) fn accept<T>(
 /// `websocket` on a stream of its own; no `Upgrade`, `Connection` or key,
 /// and the answer is a `200`. The version and extensions are as in
 /// RFC 6455. The HTTP/2 engine hands such a request to the handler as the
-/// GET it stands for; its `:protocol` stays in the extensions.
+/// GET it stands for, its `:protocol` left in the extensions: that GET is
+/// what is accepted here.
 fn accept_extended_connect<T>(
     request: &Request<T>,
     deflate: Option<&DeflateConfig>,
 ) -> Result<Handshake, HandshakeError> {
     let protocol = request.extensions().get::<h2::ext::Protocol>();
-    if !matches!(*request.method(), Method::GET | Method::CONNECT)
+    if request.method() != Method::GET
         || !protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
     {
         return Err(HandshakeError::Method);
@@ -334,22 +335,24 @@ mod tests {
             }
             req
         };
-        let handshake = accept(&connect(Method::CONNECT, Some("websocket")), None).unwrap();
+        // As the engine hands it to handlers: the GET it stands for.
+        let handshake = accept(&connect(Method::GET, Some("websocket")), None).unwrap();
         assert_eq!(handshake.accept, None);
         let response = handshake.response(());
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("upgrade").is_none());
-        // As the engine hands it to handlers: the GET it stands for.
-        assert!(accept(&connect(Method::GET, Some("websocket")), None).is_ok());
         for refused in [
             connect(Method::GET, None),
             connect(Method::POST, Some("websocket")),
+            // Only the engine's GET: a CONNECT it did not take as a
+            // WebSocket has no tunnel to run on.
+            connect(Method::CONNECT, Some("websocket")),
             connect(Method::CONNECT, None),
             connect(Method::CONNECT, Some("webtransport")),
         ] {
             assert_eq!(accept(&refused, None), Err(HandshakeError::Method));
         }
-        let mut old = connect(Method::CONNECT, Some("websocket"));
+        let mut old = connect(Method::GET, Some("websocket"));
         old.headers_mut()
             .insert("sec-websocket-version", HeaderValue::from_static("8"));
         assert_eq!(accept(&old, None), Err(HandshakeError::UnsupportedVersion));
