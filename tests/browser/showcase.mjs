@@ -59,6 +59,16 @@ try {
   const options = { viewport: { width: 1000, height: 560 }, ignoreHTTPSErrors: true };
   const alice = await browser.newPage(options);
   const bob = await browser.newPage(options);
+  // The status of each WebSocket handshake, from the DevTools protocol:
+  // 101 for an HTTP/1.1 upgrade, 200 for an HTTP/2 extended CONNECT.
+  const handshakes = [];
+  for (const page of [alice, bob]) {
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send("Network.enable");
+    cdp.on("Network.webSocketHandshakeResponseReceived", (event) =>
+      handshakes.push(event.response.status),
+    );
+  }
   await alice.goto(base + query);
   await bob.goto(base + query);
 
@@ -96,6 +106,14 @@ try {
         throw new Error(`ticks ${JSON.stringify(ticks)}`);
       }
       await page.waitForSelector("#sse-status:not(.live)", { timeout: 10_000 });
+    }
+  });
+
+  await check("each page's WebSocket opened as expected", async () => {
+    // RFC 8441 over HTTP/2 answers 200; HTTP/1.1's upgrade 101.
+    const wanted = protocol === "h2" ? 200 : 101;
+    if (handshakes.length < 2 || !handshakes.every((status) => status === wanted)) {
+      throw new Error(`handshake statuses ${JSON.stringify(handshakes)}, wanted ${wanted}`);
     }
   });
 
