@@ -1103,20 +1103,22 @@ async fn client_hanging_up_midway_frees_the_file() {
 // HTTPS
 // ---------------------------------------------------------------------------
 
-#[test]
-fn tls_cert_and_key_serve_https_and_print_an_https_listening_line() {
+/// The example over HTTPS with a fresh certificate for `localhost` and
+/// `extra` arguments, once it printed `Listening on https://127.0.0.1:PORT`:
+/// the example, its port, the CA file to trust, and the folder holding
+/// them (removed when dropped).
+fn start_https(extra: &[&str]) -> (Example, u16, PathBuf, support::TestDir) {
     let ca = support::TestCa::new("mist example test CA");
     let dir = support::TestDir::new("example-tls");
     let (cert, key) = support::write_leaf(&dir, "server", &ca.leaf("localhost", false));
     let ca_file = dir.write("ca.pem", &ca.pem);
-    let mut example = Example::spawn(&[
-        "--port",
-        "0",
+    let tls = [
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
-    ]);
+    ];
+    let example = Example::spawn(&[&["--port", "0"][..], &tls, extra].concat());
     let line = example
         .stdout
         .recv_timeout(SAFETY_TIMEOUT)
@@ -1126,6 +1128,12 @@ fn tls_cert_and_key_serve_https_and_print_an_https_listening_line() {
         .and_then(|port| port.parse().ok())
         .unwrap_or_else(|| panic!("not `Listening on https://127.0.0.1:PORT`: {line:?}"));
     assert_ne!(port, 0);
+    (example, port, ca_file, dir)
+}
+
+#[test]
+fn tls_cert_and_key_serve_https_and_print_an_https_listening_line() {
+    let (mut example, port, ca_file, _dir) = start_https(&[]);
 
     let url = format!("https://127.0.0.1:{port}/hello");
     let hello = curl(&["--cacert", ca_file.to_str().unwrap(), &url]);
@@ -1233,26 +1241,7 @@ fn http2_flag_serves_prior_knowledge_and_keeps_http1() {
 
 #[test]
 fn http2_flag_over_tls_is_chosen_by_alpn() {
-    let ca = support::TestCa::new("mist example test CA");
-    let dir = support::TestDir::new("example-h2-tls");
-    let (cert, key) = support::write_leaf(&dir, "server", &ca.leaf("localhost", false));
-    let ca_file = dir.write("ca.pem", &ca.pem);
-    let mut example = Example::spawn(&[
-        "--port",
-        "0",
-        "--http2",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
-    let line = example
-        .stdout
-        .recv_timeout(SAFETY_TIMEOUT)
-        .expect("a Listening line");
-    let port = line
-        .strip_prefix("Listening on https://127.0.0.1:")
-        .unwrap_or_else(|| panic!("not an https Listening line: {line:?}"));
+    let (mut example, port, ca_file, _dir) = start_https(&["--http2"]);
     let base = format!("https://127.0.0.1:{port}");
     let ca = ca_file.to_str().unwrap();
     let (version, status, body) = curl_version(&["--cacert", ca, &format!("{base}/hello")]);

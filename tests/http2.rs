@@ -404,14 +404,15 @@ async fn a_reset_stream_drops_its_handler() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn expect_100_continue_is_answered_when_the_body_is_read() {
+/// Sends a request with `expect: 100-continue` to `path`, waits for the
+/// interim `100`, then sends `body`; the final response's status and body.
+async fn after_continue(path: &str, body: &'static [u8]) -> (u16, Bytes) {
     let server = serve2(routes).await;
     let (client, _conn) = connect(&server).await;
     let mut client = client.ready().await.unwrap();
     let req = Request::builder()
         .method(Method::POST)
-        .uri("http://localhost/echo")
+        .uri(format!("http://localhost{path}"))
         .header("expect", "100-continue")
         .body(())
         .unwrap();
@@ -425,14 +426,15 @@ async fn expect_100_continue_is_answered_when_the_body_is_read() {
     .expect("an interim response")
     .unwrap();
     assert_eq!(interim.status(), StatusCode::CONTINUE);
-    upload
-        .send_data(Bytes::from_static(b"after the 100"), true)
-        .unwrap();
+    upload.send_data(Bytes::from_static(body), true).unwrap();
     let (head, body) = complete(response).await;
-    assert_eq!(
-        (head.status.as_u16(), &body[..]),
-        (200, &b"after the 100"[..])
-    );
+    (head.status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_when_the_body_is_read() {
+    let (status, body) = after_continue("/echo", b"after the 100").await;
+    assert_eq!((status, &body[..]), (200, &b"after the 100"[..]));
 }
 
 #[tokio::test]
@@ -538,33 +540,8 @@ async fn read_request_body_works_over_http2() {
 
 #[tokio::test]
 async fn expect_100_continue_goes_ahead_of_a_response_that_streams_the_body_back() {
-    let server = serve2(routes).await;
-    let (client, _conn) = connect(&server).await;
-    let mut client = client.ready().await.unwrap();
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("http://localhost/duplex")
-        .header("expect", "100-continue")
-        .body(())
-        .unwrap();
-    let (mut response, mut upload) = client.send_request(req, false).unwrap();
-    let interim = tokio::time::timeout(
-        SAFETY_TIMEOUT,
-        poll_fn(|cx| response.poll_informational(cx)),
-    )
-    .await
-    .expect("an interim response in time")
-    .expect("an interim response")
-    .unwrap();
-    assert_eq!(interim.status(), StatusCode::CONTINUE);
-    upload
-        .send_data(Bytes::from_static(b"streamed back"), true)
-        .unwrap();
-    let (head, body) = complete(response).await;
-    assert_eq!(
-        (head.status.as_u16(), &body[..]),
-        (200, &b"streamed back"[..])
-    );
+    let (status, body) = after_continue("/duplex", b"streamed back").await;
+    assert_eq!((status, &body[..]), (200, &b"streamed back"[..]));
 }
 
 #[tokio::test]
