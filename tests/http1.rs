@@ -420,6 +420,29 @@ mod heads {
     }
 
     #[tokio::test]
+    async fn a_connect_answered_with_a_2xx_gets_501_and_a_close() {
+        // The handler sees CONNECT's authority-form target; its 200 would
+        // tell the client the tunnel is open (RFC 9110 §9.3.6).
+        let server = serve(describe).await;
+        let mut client = Client::connect(&server).await;
+        client
+            .send("CONNECT a.org:443 HTTP/1.1\r\nHost: a.org:443\r\n\r\n")
+            .await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 501);
+        assert!(resp.closes());
+        assert!(client.is_closed().await);
+        // A refusal the handler chose goes out as it is.
+        let server = serve(|_req: Request<Connection>| async { text(405, "no proxy here") }).await;
+        let resp = roundtrip(
+            &server,
+            "CONNECT a.org:443 HTTP/1.1\r\nHost: a.org:443\r\n\r\n",
+        )
+        .await;
+        assert_eq!((resp.status, resp.text()), (405, "no proxy here"));
+    }
+
+    #[tokio::test]
     async fn responses_carry_date_and_content_length() {
         let server = serve(support::fixed("Hello, world!")).await;
         let resp = roundtrip(&server, get("/")).await;

@@ -46,6 +46,8 @@ pub(crate) struct ConnContext {
 #[derive(Clone, Copy)]
 struct Exchange {
     method_is_head: bool,
+    /// A CONNECT: a 2xx to it would open a tunnel, which mist does not serve.
+    method_is_connect: bool,
     version: Version,
     keep_alive: bool,
 }
@@ -128,6 +130,7 @@ where
             transport.begin_body(Decoder::new(head.body), head.expect_continue);
             let exchange = Exchange {
                 method_is_head: head.request.method() == Method::HEAD,
+                method_is_connect: head.request.method() == Method::CONNECT,
                 version: head.request.version(),
                 keep_alive: head.keep_alive,
             };
@@ -412,6 +415,16 @@ fn conclude<S: Socket>(
             error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
             (
                 plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
+        // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
+        // tunnel, and the client would send its tunnel's bytes next. The
+        // only one served is a WebSocket (taken over above).
+        Ok(response) if exchange.method_is_connect && response.status().is_success() => {
+            debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
+            (
+                plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
                 true,
             )
         }
