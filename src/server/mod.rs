@@ -157,9 +157,11 @@ impl Server {
 
     /// Starts a graceful shutdown: the server stops accepting at once; idle
     /// connections close; requests in flight run to their end and their
-    /// responses carry `connection: close`. Connections still open after
-    /// `grace` are closed. Returns at once; [`Server::wait`] waits for the
-    /// end. Only the first call counts.
+    /// responses carry `connection: close` (an HTTP/2 connection gets a
+    /// `GOAWAY` and finishes its open streams; WebSockets close with 1001,
+    /// event streams end). Connections still open after `grace` are
+    /// closed. Returns at once; [`Server::wait`] waits for the end. Only
+    /// the first call counts.
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
