@@ -432,6 +432,22 @@ mod heads {
         assert_eq!(resp.status, 501);
         assert!(resp.closes());
         assert!(client.is_closed().await);
+        // Nor is an event stream an answer to it.
+        let server = serve(|req: Request<Connection>| async move {
+            mist::server_sent_events(
+                req,
+                Response::new(()),
+                || Ok::<_, String>(((), tokio::sync::mpsc::channel::<()>(1).1)),
+                |_message, _conn, _state| mist::Next::Continue,
+            )
+        })
+        .await;
+        let resp = roundtrip(
+            &server,
+            "CONNECT a.org:443 HTTP/1.1\r\nHost: a.org:443\r\n\r\n",
+        )
+        .await;
+        assert_eq!(resp.status, 501);
         // A refusal the handler chose goes out as it is.
         let server = serve(|_req: Request<Connection>| async { text(405, "no proxy here") }).await;
         let resp = roundtrip(

@@ -400,6 +400,17 @@ fn conclude<S: Socket>(
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
+        // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
+        // tunnel, and the client would send its tunnel's bytes next; no
+        // tunnel is served (over HTTP/1.1 a WebSocket is a GET, and its
+        // 101 is no 2xx). First: an event stream must not be handed over.
+        Ok(response) if exchange.method_is_connect && response.status().is_success() => {
+            debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
+            (
+                plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
+                true,
+            )
+        }
         // WebSockets and event streams take the connection over (an event
         // stream answering HEAD is only a head, written below).
         Ok(response)
@@ -415,16 +426,6 @@ fn conclude<S: Socket>(
             error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
             (
                 plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-                true,
-            )
-        }
-        // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
-        // tunnel, and the client would send its tunnel's bytes next. The
-        // only one served is a WebSocket (taken over above).
-        Ok(response) if exchange.method_is_connect && response.status().is_success() => {
-            debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
-            (
-                plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
                 true,
             )
         }

@@ -188,10 +188,11 @@ mod tests {
 
     /// Bodies cut into random frames, read with random sizes (shrinking
     /// and growing between calls, and reads given up while they wait) in
-    /// both modes: every byte comes out
-    /// once, in order; no piece is empty or over its `max`; and a gathered
-    /// piece of a declared length is at least what it waited for (`max`,
-    /// at most 64 KiB, or the rest) unless the body ended first.
+    /// both modes: every byte comes out once, in order; no piece is empty
+    /// or over its `max`; a gathered piece of a declared length is at
+    /// least what it waited for (`max`, at most 64 KiB, or the rest)
+    /// unless the body ended first; and no read waits while it holds what
+    /// it would have to give.
     #[test]
     fn every_split_gives_the_body_back_in_pieces_as_asked() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -214,6 +215,8 @@ mod tests {
             let mut pieces = Pieces::new(declared);
             let mut out = Vec::new();
             let mut ended = false;
+            // Bytes pushed so far: what `Pieces` holds is `pushed - out`.
+            let mut pushed = 0;
             loop {
                 let max = [1, 7, 100, 1000, 16_384, 60_000, 100_000][rng.below(7)];
                 let gather = rng.below(2) == 0;
@@ -222,13 +225,26 @@ mod tests {
                     if let Some(piece) = pieces.take(max, gather) {
                         break Some(piece);
                     }
+                    // Nothing yet: only a gathered read of a declared
+                    // length may wait while it holds bytes, and only fewer
+                    // than it waits for.
+                    let held = pushed - out.len();
+                    if gather && declared.is_some() {
+                        let target = max.min(GATHER_MAX).min(remaining).max(1);
+                        assert!(held < target, "round {round}: holds {held} of {target}");
+                    } else {
+                        assert_eq!(held, 0, "round {round}: holds bytes back");
+                    }
                     // A read given up while it waited (a timeout around
                     // `consume`): the next asks another size.
                     if rng.below(4) == 0 {
                         break None;
                     }
                     match frames.next() {
-                        Some(frame) => pieces.push(frame),
+                        Some(frame) => {
+                            pushed += frame.len();
+                            pieces.push(frame);
+                        }
                         None => {
                             ended = true;
                             break pieces.finish(max);

@@ -326,10 +326,9 @@ fn to_request(
                 "a websocket connect ended its stream",
             ));
         }
-        if connect {
-            parts.uri = with_origin(&parts.uri, &shared.scheme, &parts.headers)
-                .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
-        }
+        // (`h2` allows `:protocol` on CONNECT only.)
+        parts.uri = with_origin(&parts.uri, &shared.scheme, &parts.headers)
+            .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
         // The GET it stands for, so that one route serves WebSockets over
         // both protocols; `websocket` knows it by its `:protocol`.
         parts.method = Method::GET;
