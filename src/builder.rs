@@ -405,6 +405,24 @@ impl<H, B> Builder<H, B> {
         self.config.http2_max_concurrent_streams = streams.max(1);
         self
     }
+
+    /// Sends an HTTP/2 `PING` on every connection this often, and closes a
+    /// connection whose client has not answered the last one by the time
+    /// the next is due: a client gone without a word (a dropped network,
+    /// a sleeping laptop) is found even while its event streams or
+    /// WebSockets send nothing. Off by default, as in hyper. Only matters
+    /// with [`Builder::with_http2`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
+    /// let builder = builder.with_http2().http2_keep_alive_interval(Duration::from_secs(20));
+    /// # let _ = builder;
+    /// ```
+    pub fn http2_keep_alive_interval(mut self, every: Duration) -> Self {
+        self.config.http2_keep_alive_interval = Some(every);
+        self
+    }
 }
 
 impl<H: Handler<Bytes>> Builder<H, Bytes> {

@@ -96,6 +96,8 @@ pub(crate) struct Config {
     /// preface on plain connections.
     pub http2: bool,
     pub http2_max_concurrent_streams: u32,
+    /// A PING this often on every HTTP/2 connection; `None`: none.
+    pub http2_keep_alive_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             http2: false,
             http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            http2_keep_alive_interval: None,
         }
     }
 }

@@ -1057,6 +1057,41 @@ async fn a_client_that_answers_nothing_is_closed_after_the_keep_alive_timeout() 
 }
 
 #[tokio::test]
+async fn keep_alive_pings_close_a_client_that_does_not_answer() {
+    // An idle timeout far longer than the safety timeout: only the PINGs
+    // can end this connection.
+    let server = start(
+        mist::new(routes)
+            .with_http2()
+            .keep_alive_timeout(Duration::from_secs(3600))
+            .http2_keep_alive_interval(Duration::from_millis(100)),
+    )
+    .await;
+    let mut tcp = silent_client(&server).await;
+    read_to_close(&mut tcp).await;
+}
+
+#[tokio::test]
+async fn keep_alive_pings_keep_a_client_that_answers() {
+    // A request slower than several PING intervals: `h2`'s client answers
+    // the PINGs, and the connection is still there for the response.
+    let server = start(
+        mist::new(|_req: Request<Connection>| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text(200, "still here")
+        })
+        .with_http2()
+        .http2_keep_alive_interval(Duration::from_millis(50)),
+    )
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) = get(&mut client, "/").await;
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"still here"[..]));
+    let (head, _) = get(&mut client, "/").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
 async fn a_silent_client_does_not_hold_up_a_shutdown() {
     let server = serve2(routes).await;
     let mut tcp = silent_client(&server).await;

@@ -123,6 +123,16 @@ where
         },
     };
     let keep_alive = config.keep_alive_timeout;
+    // Keep-alive PINGs, when asked for: one outstanding at a time, and a
+    // connection whose client leaves one unanswered until the next is due
+    // is gone.
+    let mut pings = config
+        .http2_keep_alive_interval
+        .and_then(|every| Some((connection.ping_pong()?, every)));
+    let first_ping = pings.as_ref().map_or(Duration::MAX, |(_, every)| *every);
+    let ping_timer = tokio::time::sleep_until(deadline_after(first_ping));
+    tokio::pin!(ping_timer);
+    let mut awaiting_pong = false;
     let shared = Arc::new(StreamContext {
         peer,
         scheme,
@@ -156,6 +166,22 @@ where
                     break;
                 }
                 None => break,
+            },
+            () = &mut ping_timer, if pings.is_some() => {
+                let Some((pinger, every)) = pings.as_mut() else { break };
+                if awaiting_pong || pinger.send_ping(h2::Ping::opaque()).is_err() {
+                    debug!(?peer, "HTTP/2 client did not answer a keep-alive PING; closing");
+                    break;
+                }
+                awaiting_pong = true;
+                ping_timer.as_mut().reset(deadline_after(*every));
+            }
+            pong = poll_fn(|cx| match pings.as_mut() {
+                Some((pinger, _)) => pinger.poll_pong(cx),
+                None => Poll::Pending,
+            }), if awaiting_pong => match pong {
+                Ok(_) => awaiting_pong = false,
+                Err(_) => break,
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {
                 if streams.is_empty() {
