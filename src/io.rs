@@ -200,6 +200,31 @@ pub(crate) fn poll_deadline(
     timer.as_mut().poll(cx)
 }
 
+/// A stall limit whose timer is made only when something first has to
+/// wait: a response or body that never waits allocates none. Each wait
+/// may last `timeout` from its first `Pending`; [`LazyDeadline::progress`]
+/// starts the next.
+#[derive(Default)]
+pub(crate) struct LazyDeadline {
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl LazyDeadline {
+    /// Ready once the current wait has lasted `timeout`.
+    pub(crate) fn poll(&mut self, timeout: Duration, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        poll_deadline(timer, &mut self.armed, Deadline::After(timeout), cx)
+    }
+
+    /// Something moved: the next wait starts its own clock.
+    pub(crate) fn progress(&mut self) {
+        self.armed = false;
+    }
+}
+
 /// A timed operation did not finish in time.
 #[derive(Debug)]
 pub(crate) struct TimedOut;

@@ -107,6 +107,20 @@ impl ResponseData {
     }
 }
 
+/// A small text response, for errors the engines answer themselves.
+pub(crate) fn plain_response(
+    status: http::StatusCode,
+    text: &'static str,
+) -> http::Response<ResponseData> {
+    let mut response = http::Response::new(ResponseData::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 impl Default for ResponseData {
     fn default() -> Self {
         ResponseData::empty()

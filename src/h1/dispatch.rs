@@ -16,10 +16,10 @@ use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket, StopWatch};
-use crate::response::{ChunkedBody, ResponseData};
+use crate::response::{plain_response, ChunkedBody, ResponseData};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
-use http::{header, response, Method, Request, Response, StatusCode, Version};
+use http::{response, Method, Request, Response, StatusCode, Version};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -1001,17 +1001,6 @@ async fn flush<S: Socket>(
     let result = transport.write_out(write_buf, config.write_timeout).await;
     write_buf.clear();
     result
-}
-
-/// A small text response, for errors the engine answers itself.
-fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseData> {
-    let mut response = Response::new(ResponseData::from(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 async fn respond_to_parse_error<S: Socket>(

@@ -2,13 +2,11 @@
 
 use super::{lock, SharedRespond};
 use crate::body::{BodySource, ReadError};
-use crate::io::{poll_deadline, Deadline};
+use crate::io::LazyDeadline;
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Sleep;
 
 /// Most bytes a gathered piece waits for (as for HTTP/1.1).
 const GATHER_MAX: usize = 64 * 1024;
@@ -24,9 +22,9 @@ pub(super) struct H2Body {
     /// The stream's response, while a `100 Continue` may be owed: sent
     /// when the body is first read, unless the response went first.
     continue_to: Option<SharedRespond>,
+    /// The body read timeout, between DATA frames.
     timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    deadline: LazyDeadline,
 }
 
 impl H2Body {
@@ -42,8 +40,7 @@ impl H2Body {
             pieces: Pieces::new(declared),
             continue_to,
             timeout,
-            timer: None,
-            armed: false,
+            deadline: LazyDeadline::default(),
         }
     }
 }
@@ -66,7 +63,7 @@ impl BodySource for H2Body {
                 Poll::Ready(Some(Ok(data))) => {
                     // Only fails once the stream is gone.
                     let _ = self.recv.flow_control().release_capacity(data.len());
-                    self.armed = false;
+                    self.deadline.progress();
                     self.pieces.push(data);
                 }
                 // A reset by the client, a length that does not match
@@ -74,14 +71,10 @@ impl BodySource for H2Body {
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(ReadError::MalformedBody)),
                 Poll::Ready(None) => return Poll::Ready(Ok(self.pieces.finish(max))),
                 Poll::Pending => {
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
-                    let deadline = Deadline::After(self.timeout);
-                    if poll_deadline(timer, &mut self.armed, deadline, cx).is_ready() {
-                        return Poll::Ready(Err(ReadError::Timeout));
-                    }
-                    return Poll::Pending;
+                    return match self.deadline.poll(self.timeout, cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(ReadError::Timeout)),
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
             }
         }

@@ -100,13 +100,9 @@ pub(super) struct StreamIo {
 }
 
 impl StreamIo {
-    /// An event stream: nothing to read.
-    pub(super) fn new(send: SendStream<Bytes>) -> StreamIo {
-        StreamIo::tunnel(send, None)
-    }
-
-    /// Both ways: a WebSocket over HTTP/2.
-    pub(super) fn tunnel(send: SendStream<Bytes>, recv: Option<RecvStream>) -> StreamIo {
+    /// `recv`: the client's side, for a tunnel (a WebSocket); `None` for
+    /// an event stream, whose client sends nothing.
+    pub(super) fn new(send: SendStream<Bytes>, recv: Option<RecvStream>) -> StreamIo {
         StreamIo {
             send,
             recv,

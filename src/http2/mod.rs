@@ -19,8 +19,8 @@ use crate::config::{Config, LINGER_TIME};
 use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, status_has_no_body};
-use crate::io::{deadline_after, poll_deadline, Deadline, Handover, StopWatch};
-use crate::response::{BoxError, ChunkedBody, ResponseData};
+use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
+use crate::response::{plain_response, BoxError, ChunkedBody, ResponseData};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::ext::Protocol;
@@ -31,13 +31,11 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
-use tokio::time::Sleep;
 use tracing::{debug, error, trace};
 
 /// Flow-control windows, per stream and per connection: how much a client
@@ -80,6 +78,18 @@ struct StreamContext {
     /// The connection's registration for the server's stop; streams that
     /// outlive their handler (event streams) take one of their own.
     shutdown: StopWatch,
+}
+
+impl StreamContext {
+    /// A stream handed over to a protocol that runs to its end.
+    fn handover(&self, io: StreamIo) -> Handover {
+        Handover {
+            io: Box::new(io),
+            read_buf: BytesMut::new(),
+            shutdown: self.shutdown.another(),
+            peer: self.peer,
+        }
+    }
 }
 
 /// Serves one HTTP/2 connection until it closes. `read`: bytes already
@@ -276,7 +286,7 @@ async fn serve_stream<H: Handler<Connection>>(
     // kept for the WebSocket the handler may answer with.
     let mut tunnel = None;
     let response = match to_request(request, &respond, &shared, &mut tunnel) {
-        Err((status, why)) => plain(status, why),
+        Err((status, why)) => plain_response(status, why),
         Ok(request) => {
             let handled = async {
                 match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
@@ -289,7 +299,7 @@ async fn serve_stream<H: Handler<Connection>>(
                 biased;
                 handled = handled => handled.unwrap_or_else(|| {
                     error!(peer = ?shared.peer, "request handler panicked; answering 500");
-                    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+                    plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
                 }),
                 _ = reset => {
                     trace!(peer = ?shared.peer, "stream reset before its response");
@@ -426,17 +436,6 @@ fn with_origin(uri: &Uri, scheme: &Scheme, headers: &HeaderMap) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// A short plain-text response of the engine's own.
-fn plain(status: StatusCode, text: &'static str) -> Response<ResponseData> {
-    let mut response = Response::new(ResponseData::from(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// Header fields that name HTTP/1.1 connection features: forbidden in
 /// HTTP/2 (RFC 9113 §8.2.2), so a handler's are dropped.
 const CONNECTION_FIELDS: [header::HeaderName; 4] = [
@@ -477,7 +476,7 @@ fn prepare_head(headers: &mut HeaderMap, length: Option<u64>) {
 /// What `send_response` needs of the request.
 struct Exchange {
     method_is_head: bool,
-    /// A plain CONNECT.
+    /// A CONNECT, plain or extended: a 2xx to it opens a tunnel.
     connect: bool,
     /// The client's side of a WebSocket's extended CONNECT.
     tunnel: Option<RecvStream>,
@@ -516,7 +515,6 @@ async fn send_response(
     let websocket = matches!(response.body(), ResponseData::Websocket(_));
     // What the client sends on a tunnel the response does not take is
     // dropped now: `h2` discards it and gives its window back.
-    let asked_for_tunnel = connect || tunnel.is_some();
     let tunnel = if websocket { tunnel } else { None };
     if (websocket && (tunnel.is_none() || response.status() != StatusCode::OK))
         || response.status().is_informational()
@@ -525,13 +523,13 @@ async fn send_response(
         // every other HTTP/2 request, so only a handler that built such a
         // response itself gets here.
         error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with a WebSocket it did not ask for, or an interim status; answering 500");
-        response = plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error");
-    } else if asked_for_tunnel && !websocket && response.status().is_success() {
+        response = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error");
+    } else if connect && !websocket && response.status().is_success() {
         // A 2xx to a CONNECT says the tunnel is open (RFC 9110 §9.3.6,
         // RFC 8441 §5), and a browser would take it as an open WebSocket;
         // the one tunnel served is a WebSocket.
         debug!(peer = ?shared.peer, status = %response.status(), "a CONNECT answered without a WebSocket; answering 501");
-        response = plain(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here");
+        response = plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here");
     }
     let (mut parts, body) = response.into_parts();
     let no_body = status_has_no_body(parts.status);
@@ -575,32 +573,22 @@ async fn send_response(
         return;
     }
     let mut stall = Stall {
-        timer: None,
+        deadline: LazyDeadline::default(),
         timeout: shared.config.write_timeout,
     };
     let sent = match body {
         ResponseData::Bytes(bytes) => send_data(&mut stream, &mut stall, bytes, true).await,
         ResponseData::Chunked(chunks) => send_chunks(&mut stream, &mut stall, chunks).await,
         ResponseData::File(file) => send_file(&mut stream, &mut stall, file).await,
+        // The protocols that take the stream over, as they take an
+        // HTTP/1.1 connection over.
         ResponseData::ServerSentEvents(events) => {
-            let handover = Handover {
-                io: Box::new(StreamIo::new(stream)),
-                read_buf: BytesMut::new(),
-                shutdown: shared.shutdown.another(),
-                peer: shared.peer,
-            };
-            events.start(handover, false).await;
-            return;
+            let io = StreamIo::new(stream, None);
+            return events.start(shared.handover(io), false).await;
         }
         ResponseData::Websocket(websocket) => {
-            let handover = Handover {
-                io: Box::new(StreamIo::tunnel(stream, tunnel)),
-                read_buf: BytesMut::new(),
-                shutdown: shared.shutdown.another(),
-                peer: shared.peer,
-            };
-            websocket.start(handover).await;
-            return;
+            let io = StreamIo::new(stream, tunnel);
+            return websocket.start(shared.handover(io)).await;
         }
     };
     if let Err(Failure::Failed(err)) = sent {
@@ -610,9 +598,9 @@ async fn send_response(
 }
 
 /// The write timeout of one response: how long the client may grant no
-/// flow-control window. The timer is made on the first wait.
+/// flow-control window.
 struct Stall {
-    timer: Option<Pin<Box<Sleep>>>,
+    deadline: LazyDeadline,
     timeout: Duration,
 }
 
@@ -623,15 +611,12 @@ impl Stall {
         &mut self,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<Result<T, Failure>>,
     ) -> Result<T, Failure> {
-        let mut armed = false;
+        self.deadline.progress();
         poll_fn(|cx| {
             if let Poll::Ready(done) = poll(cx) {
                 return Poll::Ready(done);
             }
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
-            poll_deadline(timer, &mut armed, Deadline::After(self.timeout), cx).map(|()| {
+            self.deadline.poll(self.timeout, cx).map(|()| {
                 Err(Failure::Failed(
                     "the client granted no flow-control window for the write timeout".into(),
                 ))
