@@ -141,11 +141,31 @@ thread_local! {
     static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: u64::MAX, text: [0; 29] }) };
 }
 
-/// The cached `Date` value as a header value (for HTTP/2's header map).
+thread_local! {
+    /// [`DATE`] as a header value, for HTTP/2's header maps: made once a
+    /// second and then shared, not copied into every response. Kept apart
+    /// from `DATE`, whose every use is on HTTP/1.1's hot path.
+    static DATE_VALUE: RefCell<Option<http::HeaderValue>> = const { RefCell::new(None) };
+}
+
+/// The cached `Date` value as a header value, brought up to date first.
 pub(crate) fn date_value() -> http::HeaderValue {
     with_date(true, |date| {
-        http::HeaderValue::from_bytes(date)
-            .unwrap_or_else(|_| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+        DATE_VALUE.with(|cell| {
+            let mut value = cell.borrow_mut();
+            match &*value {
+                Some(current) if current.as_bytes() == date => current.clone(),
+                _ => {
+                    let fresh =
+                        http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(date))
+                            .unwrap_or_else(|_| {
+                                http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT")
+                            });
+                    *value = Some(fresh.clone());
+                    fresh
+                }
+            }
+        })
     })
 }
 

@@ -437,39 +437,58 @@ fn with_origin(uri: &Uri, scheme: &Scheme, headers: &HeaderMap) -> Option<Uri> {
 }
 
 /// Header fields that name HTTP/1.1 connection features: forbidden in
-/// HTTP/2 (RFC 9113 §8.2.2), so a handler's are dropped.
-const CONNECTION_FIELDS: [header::HeaderName; 4] = [
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::HeaderName::from_static("keep-alive"),
-];
+/// HTTP/2 (RFC 9113 §8.2.2), so a handler's are dropped (with the fields
+/// `connection` names).
+fn is_connection_field(name: &header::HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
 
-/// The head's fields as HTTP/2 wants them: no connection fields (nor those
-/// `connection` names), a `date`, and `content-length` the engine's (the
-/// body's real size, when known).
+/// The head's fields as HTTP/2 wants them: no connection fields, a
+/// `date`, and `content-length` the engine's (the body's real size, when
+/// known). One pass over the fields finds what is there: most heads need
+/// no removal, and a lookup per field that might be costs a hash each.
 fn prepare_head(headers: &mut HeaderMap, length: Option<u64>) {
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        for name in connection.as_bytes().split(|&b| b == b',') {
-            if let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) {
-                headers.remove(name);
+    let (mut has_date, mut has_length, mut has_connection_fields) = (false, false, false);
+    for name in headers.keys() {
+        has_date |= name == header::DATE;
+        has_length |= name == header::CONTENT_LENGTH;
+        has_connection_fields |= is_connection_field(name);
+    }
+    if has_connection_fields {
+        if let Some(connection) = headers.remove(header::CONNECTION) {
+            for name in connection.as_bytes().split(|&b| b == b',') {
+                if let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) {
+                    headers.remove(name);
+                }
             }
         }
+        let found: Vec<_> = headers
+            .keys()
+            .filter(|n| is_connection_field(n))
+            .cloned()
+            .collect();
+        for name in found {
+            headers.remove(name);
+        }
     }
-    for name in &CONNECTION_FIELDS {
-        headers.remove(name);
-    }
-    headers.remove("proxy-connection");
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         headers.insert(header::DATE, date_value());
     }
     match length {
         Some(n) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        None => {
+        None if has_length => {
             headers.remove(header::CONTENT_LENGTH);
         }
+        None => {}
     }
 }
 
