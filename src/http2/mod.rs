@@ -477,6 +477,8 @@ fn prepare_head(headers: &mut HeaderMap, length: Option<u64>) {
         for name in found {
             headers.remove(name);
         }
+        // `connection` may have named `date` too.
+        has_date = headers.contains_key(header::DATE);
     }
     if !has_date {
         headers.insert(header::DATE, date_value());
