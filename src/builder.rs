@@ -104,6 +104,8 @@ pub struct Builder<H, B = Connection> {
     port: u16,
     interface: String,
     ipv6: bool,
+    /// Listeners the caller bound ([`Builder::listener`]).
+    listeners: Vec<std::net::TcpListener>,
     after_start: AfterStart,
     config: Config,
     _body: PhantomData<fn(B)>,
@@ -135,6 +137,7 @@ pub fn new<B, H: Handler<B>>(handler: H) -> Builder<H, B> {
         port: 4000,
         interface: "localhost".to_string(),
         ipv6: false,
+        listeners: Vec::new(),
         after_start: Arc::new(default_after_start),
         config: Config::default(),
         _body: PhantomData,
@@ -190,6 +193,39 @@ impl<H, B> Builder<H, B> {
     /// ```
     pub fn with_ipv6(mut self) -> Self {
         self.ipv6 = true;
+        self
+    }
+
+    /// Serves on a listener the caller has bound, instead of binding one
+    /// from [`Builder::port`], [`Builder::bind`] and
+    /// [`Builder::with_ipv6`] (which are then not used). For a socket
+    /// inherited from a service manager (systemd's socket activation, for
+    /// instance through the `listenfd` crate), a port chosen before the
+    /// server starts, or socket options mist does not set. Each call adds
+    /// one listener; the server accepts on all of them, and
+    /// [`Builder::after_start`] and [`Server::port`] report the first.
+    ///
+    /// The listener must be listening (every `std::net::TcpListener` made
+    /// by `bind` is); mist makes it non-blocking and sets `TCP_NODELAY`.
+    /// A socket that is not a listening stream socket makes
+    /// [`Builder::start_http`] fail with [`StartError::Listener`]. A tokio
+    /// listener converts with `into_std()`.
+    ///
+    /// ```no_run
+    /// # use http::{Request, Response};
+    /// # use mist::{Connection, ResponseData};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let server = mist::new(|_req: Request<Connection>| async { Response::new(ResponseData::empty()) })
+    ///     .listener(listener)
+    ///     .start_http()
+    ///     .await?;
+    /// assert_eq!(server.port(), port);
+    /// # Ok(()) }
+    /// ```
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listeners.push(listener);
         self
     }
 
@@ -468,6 +504,7 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
             port: self.port,
             interface: self.interface,
             ipv6: self.ipv6,
+            listeners: self.listeners,
             after_start: self.after_start,
             config: self.config,
             _body: PhantomData,
@@ -535,6 +572,7 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
             port: self.port,
             interface: self.interface,
             ipv6: self.ipv6,
+            listeners: self.listeners,
             config: self.config,
             scheme,
             tls,
@@ -552,6 +590,7 @@ impl<H, B> fmt::Debug for Builder<H, B> {
             .field("port", &self.port)
             .field("interface", &self.interface)
             .field("ipv6", &self.ipv6)
+            .field("listeners", &self.listeners)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }

@@ -79,6 +79,57 @@ async fn with_ipv6_on_localhost_listens_on_both_families() {
     }
 }
 
+/// Listeners bound by the caller are served, all of them, and the port
+/// and interface settings are not used.
+#[tokio::test]
+async fn listeners_the_caller_bound_are_served() {
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [
+        first.local_addr().unwrap().port(),
+        second.local_addr().unwrap().port(),
+    ];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = mist::new(support::fixed("adopted"))
+        .port(1)
+        .bind("not an address")
+        .listener(first)
+        .listener(second)
+        .after_start(move |port, _, _| tx.send(port).unwrap())
+        .start_http()
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await, Some(ports[0]));
+    assert_eq!(server.port(), ports[0]);
+    assert_eq!(server.local_addrs().len(), 2);
+    for port in ports {
+        let mut client = Client::connect_port(port).await;
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.text(), "adopted");
+    }
+}
+
+/// A socket that was bound but never listened would fail every accept;
+/// starting refuses it with a reason instead.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_bound_socket_that_is_not_listening_is_refused() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&loopback.into()).unwrap();
+    let result = mist::new(support::fixed("x"))
+        .listener(socket.into())
+        .after_start(|_, _, _| panic!("must not start"))
+        .start_http()
+        .await;
+    match result {
+        Err(err @ StartError::Listener(_)) => {
+            assert!(err.to_string().contains("not listening"), "{err}")
+        }
+        other => panic!("expected a Listener error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn connection_limit_holds_new_connections_until_one_closes() {
     let log = Arc::new(Mutex::new(Vec::new()));

@@ -106,6 +106,33 @@ fn bind_one(address: SocketAddr, dual_stack: bool) -> std::io::Result<Listener> 
     Listener::new(socket.into())
 }
 
+/// Takes over a listener the caller bound (see
+/// [`Builder::listener`](crate::Builder::listener)): it must be a listening
+/// stream socket; it is made non-blocking and given `TCP_NODELAY`, as the
+/// listeners mist binds itself are.
+pub(super) fn adopt(listener: std::net::TcpListener) -> io::Result<Listener> {
+    let socket = socket2::SockRef::from(&listener);
+    if socket.r#type()? != Type::STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is not a stream socket",
+        ));
+    }
+    // A socket that was bound but never told to `listen` would fail every
+    // accept with EINVAL, which the accept loop would take for a shortage
+    // and retry forever.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is bound but not listening (call listen(2) first)",
+        ));
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    Listener::new(listener)
+}
+
 /// A bound, listening socket registered with the reactor.
 ///
 /// On Linux it accepts through `accept4(2)` itself instead of tokio's

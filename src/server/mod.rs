@@ -53,6 +53,10 @@ pub enum StartError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// A listener given to [`Builder::listener`](crate::Builder::listener)
+    /// cannot be served: it is not a listening stream socket, or the
+    /// reactor refused it.
+    Listener(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -63,6 +67,7 @@ impl fmt::Display for StartError {
                 "invalid interface {interface:?}: expected \"localhost\", an IPv4 or an IPv6 address"
             ),
             StartError::Bind { address, source } => write!(f, "cannot listen on {address}: {source}"),
+            StartError::Listener(source) => write!(f, "cannot serve on the given listener: {source}"),
         }
     }
 }
@@ -70,7 +75,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Bind { source, .. } => Some(source),
+            StartError::Bind { source, .. } | StartError::Listener(source) => Some(source),
             StartError::InvalidInterface(_) => None,
         }
     }
@@ -83,6 +88,9 @@ pub(crate) struct Options {
     pub ipv6: bool,
     pub config: Config,
     pub scheme: Scheme,
+    /// Listeners the caller bound; when there are any, `port`, `interface`
+    /// and `ipv6` are not used.
+    pub listeners: Vec<std::net::TcpListener>,
     /// The certificate of an HTTPS server; `None` for plain HTTP.
     pub tls: Option<Arc<Certificates>>,
 }
@@ -235,14 +243,27 @@ pub(crate) async fn start<H: Handler<Connection>>(
     options: Options,
     handler: Arc<H>,
 ) -> Result<Server, StartError> {
-    let listeners = listener::bind(&options.interface, options.port, options.ipv6)?;
+    let adopted = !options.listeners.is_empty();
+    let listeners = if adopted {
+        options
+            .listeners
+            .into_iter()
+            .map(listener::adopt)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(StartError::Listener)?
+    } else {
+        listener::bind(&options.interface, options.port, options.ipv6)?
+    };
     let addrs = listeners
         .iter()
         .map(listener::Listener::local_addr)
         .collect::<io::Result<Vec<_>>>()
-        .map_err(|source| StartError::Bind {
-            address: SocketAddr::from(([0, 0, 0, 0], options.port)),
-            source,
+        .map_err(|source| match adopted {
+            true => StartError::Listener(source),
+            false => StartError::Bind {
+                address: SocketAddr::from(([0, 0, 0, 0], options.port)),
+                source,
+            },
         })?;
     let (stop_tx, stop_rx) = watch::channel(None);
     let (done_tx, done_rx) = watch::channel(false);
