@@ -562,6 +562,63 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
         Ok(self.start(Some(Arc::new(certificates))).await?)
     }
 
+    /// Starts serving HTTPS with a rustls configuration the caller built,
+    /// for what certificate files cannot say: client certificates
+    /// (mutual TLS, with a `WebPkiClientVerifier`), several certificates
+    /// chosen by SNI, a certificate resolver that renews itself, other
+    /// cipher suites or a crypto provider of one's own. Handlers find a
+    /// client's verified certificates in the request's
+    /// [`PeerCertificates`](crate::PeerCertificates) extension.
+    ///
+    /// mist sets two fields: `alpn_protocols` (those its engines speak:
+    /// `h2` with [`Builder::with_http2`], `http/1.1`, `http/1.0`) and
+    /// `max_early_data_size` (0: a replayed 0-RTT request is not safe for
+    /// handlers). [`Server::reload_tls_config`] replaces the configuration
+    /// later; [`Server::reload_certificate`] refuses, since a
+    /// configuration made from files would lose these settings. `rustls`
+    /// is re-exported as [`mist::rustls`](crate::rustls), so the versions
+    /// match.
+    ///
+    /// ```no_run
+    /// use http::{Request, Response};
+    /// use mist::rustls::pki_types::pem::PemObject;
+    /// use mist::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    /// use mist::rustls::server::WebPkiClientVerifier;
+    /// use mist::rustls::{RootCertStore, ServerConfig};
+    /// use mist::{Connection, PeerCertificates, ResponseData};
+    /// use std::sync::Arc;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Only clients with a certificate from this CA get in.
+    /// let mut roots = RootCertStore::empty();
+    /// for ca in CertificateDer::pem_file_iter("clients-ca.pem")? {
+    ///     roots.add(ca?)?;
+    /// }
+    /// let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+    /// let chain = CertificateDer::pem_file_iter("cert.pem")?.collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("key.pem")?;
+    /// let config = ServerConfig::builder()
+    ///     .with_client_cert_verifier(verifier)
+    ///     .with_single_cert(chain, key)?;
+    ///
+    /// let server = mist::new(|req: Request<Connection>| async move {
+    ///     let who = req.extensions().get::<PeerCertificates>().map_or(0, |chain| chain.len());
+    ///     Response::new(ResponseData::from(format!("{who} certificates")))
+    /// })
+    /// .port(4443)
+    /// .start_https_with_config(config)
+    /// .await?;
+    /// server.wait().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_https_with_config(
+        self,
+        config: rustls::ServerConfig,
+    ) -> Result<Server, StartError> {
+        let certificates = Certificates::custom(config, self.config.http2);
+        self.start(Some(Arc::new(certificates))).await
+    }
+
     /// Starts plain HTTP, or HTTPS with `tls`.
     async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError> {
         let scheme = match tls {

@@ -116,7 +116,7 @@ pub use sse::{
     event, event_id, event_name, event_retry, send_event, server_sent_events,
     server_sent_events_with_options, SseConnection, SseEvent, SseOptions, SseStream,
 };
-pub use tls::{start_https, CertificateError, HttpsError};
+pub use tls::{start_https, CertificateError, HttpsError, PeerCertificates};
 pub use ws::actor::{
     send_binary_frame, send_text_frame, websocket, websocket_with_options, Next, SendError,
     WebsocketConnection, WebsocketMessage, WebsocketOptions, WebsocketSender, WebsocketUpgrade,
@@ -132,3 +132,7 @@ struct ReadmeDoctests;
 /// Re-exported so that handlers can name the request and response types
 /// without a separate dependency on the `http` crate.
 pub use http;
+/// Re-exported: [`Builder::start_https_with_config`] takes a
+/// `rustls::ServerConfig` of this version (0.23), and
+/// [`PeerCertificates`] holds its `pki_types` certificates.
+pub use rustls;

@@ -98,6 +98,14 @@ pub enum CertificateError {
     /// [`Server::reload_certificate`] was called on a server started with
     /// [`Builder::start_http`]: it has no certificate to replace.
     NotHttps,
+    /// [`Server::reload_certificate`] was called on a server that serves a
+    /// rustls configuration of the caller's
+    /// ([`Builder::start_https_with_config`],
+    /// [`Server::reload_tls_config`]): a configuration made from the files
+    /// would lose its settings. Replace it with
+    /// [`Server::reload_tls_config`], or renew through the configuration's
+    /// own certificate resolver.
+    CustomConfig,
 }
 
 impl fmt::Display for CertificateError {
@@ -130,6 +138,9 @@ impl fmt::Display for CertificateError {
             CertificateError::NotHttps => {
                 f.write_str("the server speaks plain HTTP: it has no certificate to replace")
             }
+            CertificateError::CustomConfig => f.write_str(
+                "the server serves a rustls configuration of its own: replace it with reload_tls_config",
+            ),
         }
     }
 }
@@ -236,14 +247,22 @@ pub async fn start_https<H: Handler<Connection>>(
     builder.start_https(certfile, keyfile).await
 }
 
-/// The certificate new handshakes use, swappable while the server runs.
+/// The configuration new handshakes use, swappable while the server runs.
 /// Each handshake takes the current `ServerConfig` (an `Arc` clone under a
 /// read lock held for no longer than that); a connection keeps the one it
 /// started with.
 pub(crate) struct Certificates {
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Current>,
     /// `h2` is offered in ALPN.
     http2: bool,
+}
+
+struct Current {
+    config: Arc<ServerConfig>,
+    /// Made by the caller ([`Builder::start_https_with_config`]): a reload
+    /// from files would silently drop its settings (client certificates,
+    /// SNI), so only [`Server::reload_tls_config`] replaces it.
+    custom: bool,
 }
 
 impl Certificates {
@@ -254,23 +273,111 @@ impl Certificates {
         http2: bool,
     ) -> Result<Certificates, CertificateError> {
         Ok(Certificates {
-            current: RwLock::new(Arc::new(server_config(certfile, keyfile, http2)?)),
+            current: RwLock::new(Current {
+                config: Arc::new(server_config(certfile, keyfile, http2)?),
+                custom: false,
+            }),
             http2,
         })
+    }
+
+    /// Serves with a configuration the caller made.
+    pub(crate) fn custom(config: ServerConfig, http2: bool) -> Certificates {
+        Certificates {
+            current: RwLock::new(Current {
+                config: Arc::new(adapt(config, http2)),
+                custom: true,
+            }),
+            http2,
+        }
     }
 
     /// Replaces the certificate for new handshakes, if the new one is
     /// usable; otherwise the old one stays.
     pub(crate) fn reload(&self, certfile: &Path, keyfile: &Path) -> Result<(), CertificateError> {
+        if self.read().custom {
+            return Err(CertificateError::CustomConfig);
+        }
         let config = Arc::new(server_config(certfile, keyfile, self.http2)?);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the lock: a `reload_tls_config` may have
+        // come in while the files were read.
+        if current.custom {
+            return Err(CertificateError::CustomConfig);
+        }
+        current.config = config;
         debug!(certfile = %certfile.display(), "certificate reloaded");
         Ok(())
     }
 
+    /// Replaces the whole configuration for new handshakes.
+    pub(crate) fn replace(&self, config: ServerConfig) {
+        let config = Arc::new(adapt(config, self.http2));
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+            config,
+            custom: true,
+        };
+        debug!("TLS configuration replaced");
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn acceptor(&self) -> TlsAcceptor {
-        let config = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        TlsAcceptor::from(Arc::clone(&config))
+        TlsAcceptor::from(Arc::clone(&self.read().config))
+    }
+}
+
+/// What mist changes in a configuration the caller made: the ALPN
+/// protocols must be those the engines speak (a client told `h2` by a
+/// server without HTTP/2 would send frames the HTTP/1.1 parser refuses),
+/// and 0-RTT early data stays off, since a replayed request is not safe
+/// for a handler that does not expect replays.
+fn adapt(mut config: ServerConfig, http2: bool) -> ServerConfig {
+    let alpn = if http2 { ALPN_WITH_H2 } else { ALPN };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.max_early_data_size = 0;
+    config
+}
+
+/// The certificate chain a client presented in the TLS handshake, in the
+/// request's extensions on HTTPS connections where the client sent one.
+///
+/// A client sends certificates only when the server asks: start with
+/// [`Builder::start_https_with_config`] and a `ServerConfig` whose client
+/// verifier asks for (and checks) them. The first certificate is the
+/// client's own, the rest the intermediates it sent; they are DER, for a
+/// crate such as `x509-parser` to read the subject from. Over HTTP/2 every
+/// stream of the connection carries them; with
+/// [`Builder::read_request_body`] they are in the `Request<Bytes>`'s
+/// extensions too.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, PeerCertificates, ResponseData};
+///
+/// async fn handler(req: Request<Connection>) -> Response<ResponseData> {
+///     match req.extensions().get::<PeerCertificates>() {
+///         Some(chain) => {
+///             let der: &[u8] = chain[0].as_ref();
+///             Response::new(ResponseData::from(format!("a {}-byte certificate", der.len())))
+///         }
+///         None => Response::builder()
+///             .status(401)
+///             .body(ResponseData::from("no client certificate"))
+///             .unwrap(),
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificates(Arc<[CertificateDer<'static>]>);
+
+impl std::ops::Deref for PeerCertificates {
+    type Target = [CertificateDer<'static>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -312,7 +419,7 @@ fn server_config(
         path: keyfile.to_path_buf(),
         reason,
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| CertificateError::InvalidKey {
             path: keyfile.to_path_buf(),
@@ -338,9 +445,7 @@ fn server_config(
                 reason: other.to_string(),
             },
         })?;
-    let alpn = if http2 { ALPN_WITH_H2 } else { ALPN };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+    Ok(adapt(config, http2))
 }
 
 /// Every `CERTIFICATE` block of a PEM file, in order.
@@ -387,7 +492,7 @@ pub(crate) async fn serve<H: Handler<Connection>>(
     stream: TcpStream,
     certificates: &Certificates,
     handler: Arc<H>,
-    ctx: ConnContext,
+    mut ctx: ConnContext,
 ) {
     let deadline = deadline_after(ctx.config.tls_handshake_timeout);
     let handshake = tokio::time::timeout_at(deadline, certificates.acceptor().accept(stream));
@@ -406,6 +511,10 @@ pub(crate) async fn serve<H: Handler<Connection>>(
         },
         () = ctx.shutdown.stopped() => return,
     };
+    if let Some(chain) = stream.get_ref().1.peer_certificates() {
+        let chain = chain.iter().map(|cert| cert.clone().into_owned()).collect();
+        ctx.peer_certificates = Some(PeerCertificates(chain));
+    }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         // Boxed: the HTTP/2 engine's state stays out of this future.
         return Box::pin(crate::http2::serve(stream, BytesMut::new(), handler, ctx)).await;

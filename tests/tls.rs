@@ -60,6 +60,14 @@ async fn routes(mut req: Request<Connection>) -> Response<ResponseData> {
             Err(err) => text(500, err.to_string()),
         },
         "/uri" => text(200, req.uri().to_string()),
+        // The client's certificate, DER, and how many it sent.
+        "/peer" => match req.extensions().get::<mist::PeerCertificates>() {
+            Some(chain) => Response::builder()
+                .header("x-chain-length", chain.len())
+                .body(ResponseData::from(chain[0].to_vec()))
+                .unwrap(),
+            None => text(401, "no client certificate"),
+        },
         // The request body streamed back as it arrives.
         "/stream-back" => {
             let body = mist::stream(&mut req);
@@ -719,6 +727,210 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
     ));
     let again = TlsClient::connect_tls(server.port(), &fx.client).await;
     assert!(again.server_certificate() == second.der);
+}
+
+// ---------------------------------------------------------------------------
+// A rustls configuration of the caller's: client certificates
+// ---------------------------------------------------------------------------
+
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration for the fixture's certificate that asks for
+/// client certificates from `clients` (and requires one unless
+/// `optional`).
+fn client_auth_config(
+    fx: &Fixture,
+    clients: &TestCa,
+    optional: bool,
+) -> mist::rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(clients.pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring());
+    let verifier = match optional {
+        true => verifier.allow_unauthenticated(),
+        false => verifier,
+    };
+    let chain = CertificateDer::pem_file_iter(&fx.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&fx.key).unwrap();
+    rustls::ServerConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier.build().unwrap())
+        .with_single_cert(chain, key)
+        .unwrap()
+}
+
+/// The fixture's client configuration, presenting `leaf` when asked.
+fn client_with_certificate(fx: &Fixture, leaf: &support::Leaf) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(fx.ca.pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+async fn start_with_config<H: mist::Handler<Connection>>(
+    builder: mist::Builder<H, Connection>,
+    config: mist::rustls::ServerConfig,
+) -> mist::Server {
+    builder
+        .port(0)
+        .bind("127.0.0.1")
+        .after_start(|_, _, _| {})
+        .start_https_with_config(config)
+        .await
+        .expect("HTTPS server starts")
+}
+
+#[tokio::test]
+async fn a_client_certificate_reaches_every_request_over_http1_and_http2() {
+    let fx = fixture("client-auth");
+    let clients = TestCa::new("mist test clients");
+    let alice = clients.leaf("alice", false);
+    let builder = mist::new(routes).with_http2();
+    let server = start_with_config(builder, client_auth_config(&fx, &clients, false)).await;
+
+    // HTTP/1.1: each request of the connection carries the certificate.
+    let mut client =
+        TlsClient::connect_tls(server.port(), &client_with_certificate(&fx, &alice)).await;
+    for _ in 0..2 {
+        client.send(get("/peer")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("x-chain-length"), Some("1"));
+        assert!(
+            resp.body == alice.der,
+            "the handler sees alice's certificate"
+        );
+    }
+
+    // HTTP/2 through curl (ALPN h2): every stream carries it too.
+    let (cert, key) = write_leaf(&fx.dir, "alice", &alice);
+    let url = format!("https://localhost:{}/peer", server.port());
+    let mut args = vec!["--http2", "--cert"];
+    args.push(cert.to_str().unwrap());
+    args.extend(["--key", key.to_str().unwrap(), "-w", "%{http_version}"]);
+    let out = curl(&fx, &[&args[..], &[url.as_str()]].concat()).await;
+    let (der, version) = out.split_at(out.len() - 1);
+    assert_eq!(version, b"2");
+    assert!(
+        der == alice.der,
+        "the HTTP/2 handler sees alice's certificate"
+    );
+
+    // Without a certificate, the handshake is refused: no request arrives.
+    match TlsClient::try_connect_tls(server.port(), &fx.client).await {
+        Err(_) => {}
+        Ok(mut anonymous) => {
+            // TLS 1.3: the client learns of the refusal on its first read.
+            let _ = anonymous.try_send(get("/peer")).await;
+            let answer = tokio::time::timeout(
+                SAFETY_TIMEOUT,
+                anonymous.stream.read_to_end(&mut Vec::new()),
+            )
+            .await
+            .expect("refused within the safety timeout");
+            assert!(
+                answer.is_err() || answer.unwrap() == 0,
+                "no response without a certificate"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_a_client_certificate_there_is_no_extension() {
+    let fx = fixture("client-auth-optional");
+    let clients = TestCa::new("mist test clients");
+    let server =
+        start_with_config(mist::new(routes), client_auth_config(&fx, &clients, true)).await;
+    let mut client = TlsClient::connect_tls(server.port(), &fx.client).await;
+    client.send(get("/peer")).await;
+    let resp = client.response().await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.text(), "no client certificate");
+}
+
+/// The engines speak what ALPN agrees on, so mist sets the protocols even
+/// in a configuration of the caller's: `h2` without `with_http2` would
+/// have the HTTP/1.1 parser read HTTP/2 frames.
+#[tokio::test]
+async fn a_custom_configuration_offers_only_the_protocols_mist_speaks() {
+    let fx = fixture("custom-alpn");
+    let clients = TestCa::new("unused");
+    let mut config = client_auth_config(&fx, &clients, true);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server = start_with_config(mist::new(routes), config).await;
+    let mut offering_h2 = (*fx.client).clone();
+    offering_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut client = TlsClient::connect_tls(server.port(), &Arc::new(offering_h2)).await;
+    assert_eq!(client.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    client.send(get("/hello")).await;
+    assert_eq!(client.response().await.text(), "Hello, world!");
+}
+
+#[tokio::test]
+async fn reload_tls_config_replaces_the_configuration_and_then_files_are_refused() {
+    let fx = fixture("reload-config");
+    let clients = TestCa::new("mist test clients");
+    let alice = clients.leaf("alice", false);
+    // Started from files, without client certificates.
+    let server = serve_tls(&fx).await;
+    let alice_client = client_with_certificate(&fx, &alice);
+    let mut before = TlsClient::connect_tls(server.port(), &alice_client).await;
+    before.send(get("/peer")).await;
+    assert_eq!(before.response().await.status, 401, "not asked for yet");
+
+    server
+        .reload_tls_config(client_auth_config(&fx, &clients, false))
+        .unwrap();
+    let mut after = TlsClient::connect_tls(server.port(), &alice_client).await;
+    after.send(get("/peer")).await;
+    let resp = after.response().await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == alice.der);
+    // The connection made before carries on as it was.
+    before.send(get("/peer")).await;
+    assert_eq!(before.response().await.status, 401);
+
+    // Reloading from files would drop the client verification.
+    assert!(matches!(
+        server.reload_certificate(&fx.cert, &fx.key),
+        Err(CertificateError::CustomConfig)
+    ));
+    let mut again = TlsClient::connect_tls(server.port(), &alice_client).await;
+    again.send(get("/peer")).await;
+    assert_eq!(again.response().await.status, 200);
+
+    // A plain HTTP server has no configuration to replace.
+    let plain = start(mist::new(routes)).await;
+    assert!(matches!(
+        plain.reload_tls_config(client_auth_config(&fx, &clients, false)),
+        Err(CertificateError::NotHttps)
+    ));
 }
 
 // ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket, StopWatch};
 use crate::response::{plain_response, ChunkedBody, ResponseData};
+use crate::tls::PeerCertificates;
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Scheme;
 use http::{response, Method, Request, Response, StatusCode, Version};
@@ -40,6 +41,9 @@ pub(crate) struct ConnContext {
     /// Becomes true when the server shuts down: finish the request in
     /// flight, then close.
     pub shutdown: StopWatch,
+    /// The certificates the client presented in the TLS handshake, for
+    /// each request's extensions.
+    pub peer_certificates: Option<PeerCertificates>,
 }
 
 /// What the connection keeps of a request's head while its handler runs.
@@ -138,7 +142,11 @@ where
                 super::parse::BodyKind::Length(n) => Some(n),
                 _ => None,
             };
-            (exchange, head.request, declared)
+            let mut request = head.request;
+            if let Some(chain) = &ctx.peer_certificates {
+                request.extensions_mut().insert(chain.clone());
+            }
+            (exchange, request, declared)
         };
         let slot = slot.get_or_insert_with(|| Box::pin(None));
         // Set when the response's body stream reads the request body.

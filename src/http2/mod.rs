@@ -21,6 +21,7 @@ use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, status_has_no_body};
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{plain_response, BoxError, ChunkedBody, ResponseData};
+use crate::tls::PeerCertificates;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::ext::Protocol;
@@ -75,6 +76,8 @@ struct StreamContext {
     /// claims.
     scheme: Scheme,
     config: Arc<Config>,
+    /// The client's certificates, for every stream's request.
+    peer_certificates: Option<PeerCertificates>,
     /// The connection's registration for the server's stop; streams that
     /// outlive their handler (event streams) take one of their own.
     shutdown: StopWatch,
@@ -104,6 +107,7 @@ where
         scheme,
         config,
         shutdown,
+        peer_certificates,
     } = ctx;
     let mut builder = h2::server::Builder::new();
     builder
@@ -147,6 +151,7 @@ where
         peer,
         scheme,
         config,
+        peer_certificates,
         shutdown,
     });
     let mut streams = JoinSet::new();
@@ -340,6 +345,9 @@ fn to_request(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "too many header fields",
         ));
+    }
+    if let Some(chain) = &shared.peer_certificates {
+        parts.extensions.insert(chain.clone());
     }
     let connect = parts.method == Method::CONNECT;
     // A plain CONNECT keeps its authority-form target, as over HTTP/1.1.

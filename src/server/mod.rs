@@ -228,6 +228,35 @@ impl Server {
             None => Err(CertificateError::NotHttps),
         }
     }
+
+    /// Replaces the whole rustls configuration of an HTTPS server without a
+    /// restart: every handshake from now on uses `config`, adapted as
+    /// [`Builder::start_https_with_config`](crate::Builder::start_https_with_config)
+    /// adapts it (its ALPN protocols and early data are mist's).
+    /// Connections already open carry on with the configuration they
+    /// started with. Also for a server started from certificate files,
+    /// which from then on refuses
+    /// [`Server::reload_certificate`]. A server started with
+    /// [`Builder::start_http`](crate::Builder::start_http) answers
+    /// [`CertificateError::NotHttps`].
+    ///
+    /// ```no_run
+    /// # fn new_config() -> mist::rustls::ServerConfig { unimplemented!() }
+    /// # async fn f(server: mist::Server) {
+    /// // e.g. a new list of trusted client CAs:
+    /// let config: mist::rustls::ServerConfig = new_config();
+    /// server.reload_tls_config(config).expect("an HTTPS server");
+    /// # }
+    /// ```
+    pub fn reload_tls_config(&self, config: rustls::ServerConfig) -> Result<(), CertificateError> {
+        match &self.shared.tls {
+            Some(certificates) => {
+                certificates.replace(config);
+                Ok(())
+            }
+            None => Err(CertificateError::NotHttps),
+        }
+    }
 }
 
 impl fmt::Debug for Server {
@@ -391,6 +420,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
             scheme: self.scheme.clone(),
             config: Arc::clone(&self.config),
             shutdown: shutdown.watch(),
+            peer_certificates: None,
         };
         let handler = Arc::clone(&self.handler);
         // The TLS handshake runs in the connection's task, never here: a
