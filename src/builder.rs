@@ -304,7 +304,11 @@ impl<H, B> Builder<H, B> {
 
     /// Most connections served at once. Beyond it the server stops
     /// accepting until one closes; waiting clients queue in the kernel's
-    /// backlog. Default 25,000.
+    /// backlog. Default 25,000. An HTTP/1.1 connection runs one handler
+    /// at a time; with [`Builder::with_http2`] one connection can run up
+    /// to [`Builder::http2_max_concurrent_streams`] handlers at once, so
+    /// size both together when handlers hold scarce resources (or bound
+    /// those resources in the handler, e.g. with a `tokio::sync::Semaphore`).
     ///
     /// ```
     /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
