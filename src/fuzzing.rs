@@ -96,6 +96,7 @@ impl Http1 {
                 &Scheme::HTTP,
                 &mut self.host,
                 None,
+                None,
             ) {
                 Ok(Some(head)) => {
                     let upgrade = crate::ws::handshake::accept(

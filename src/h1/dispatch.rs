@@ -142,11 +142,7 @@ where
                 super::parse::BodyKind::Length(n) => Some(n),
                 _ => None,
             };
-            let mut request = head.request;
-            if let Some(chain) = &ctx.peer_certificates {
-                request.extensions_mut().insert(chain.clone());
-            }
-            (exchange, request, declared)
+            (exchange, head.request, declared)
         };
         let slot = slot.get_or_insert_with(|| Box::pin(None));
         // Set when the response's body stream reads the request body.
@@ -514,6 +510,7 @@ async fn read_head<S: Socket>(
                 &ctx.scheme,
                 &mut transport.host,
                 ctx.peer,
+                ctx.peer_certificates.as_ref(),
             ) {
                 Ok(Some(head)) => return Some(head),
                 Ok(None) => {}
