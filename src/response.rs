@@ -17,9 +17,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of a response: what the handler returns inside `Response`.
 ///
-/// Mirrors mist's `ResponseData`. More variants (files, WebSockets,
-/// server-sent events) arrive with their features, so the enum is
-/// non-exhaustive.
+/// Mirrors mist's `ResponseData`. The engine owns the framing headers:
+/// a `content-length` or `transfer-encoding` the handler sets is replaced
+/// by what the body really is, except for a valid `content-length` on a
+/// [`Chunked`](ResponseData::Chunked) stream and on an empty body
+/// answering a HEAD (see the variants). Non-exhaustive, so that more kinds
+/// of body can come.
 ///
 /// ```
 /// use mist::ResponseData;
@@ -29,11 +32,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 #[non_exhaustive]
 pub enum ResponseData {
-    /// A body of known size, sent with `content-length`.
+    /// A body of known size, sent with `content-length`. An empty body
+    /// answering a HEAD keeps the `content-length` the handler set (the
+    /// size its GET would have, RFC 9110 §9.3.2), so a HEAD handler need
+    /// not build the body.
     Bytes(Bytes),
     /// A body sent piece by piece with `transfer-encoding: chunked` (or,
-    /// to an HTTP/1.0 client, until the connection closes). Every piece is
-    /// written as soon as the stream yields it and nothing else is ready.
+    /// to an HTTP/1.0 client, until the connection closes; over HTTP/2,
+    /// as DATA frames). Every piece is written as soon as the stream
+    /// yields it and nothing else is ready.
+    ///
+    /// When the handler knows the length (a proxy passing on its
+    /// upstream's, a download of known size) and sets a valid
+    /// `content-length`, the body goes out with it instead, without chunk
+    /// framing, and the connection stays usable also for HTTP/1.0. The
+    /// stream must then give exactly that many bytes: what goes beyond is
+    /// not sent (and the connection closes after the response), and a
+    /// stream that ends short resets the connection (the HTTP/2 stream),
+    /// so that the client does not wait for the rest. Both are logged as
+    /// warnings.
     Chunked(ChunkedBody),
     /// A file, or part of one, sent with `sendfile(2)` where the connection
     /// allows; made by [`send_file`](crate::send_file).
@@ -78,10 +95,13 @@ impl ResponseData {
 
     /// A chunked body from an async stream of chunks. If the stream yields an
     /// error, the connection is closed without the final empty chunk, so the
-    /// client can tell the body is incomplete.
+    /// client can tell the body is incomplete. Any `futures` stream works;
+    /// the one below is written by hand to need only the `futures-core`
+    /// crate (`futures-util`'s `stream::iter`, `unfold` or a channel's
+    /// stream wrapper are the usual sources).
     ///
     /// ```
-    /// use bytes::Bytes;
+    /// use mist::bytes::Bytes;
     /// use std::pin::Pin;
     /// use std::task::{Context, Poll};
     ///

@@ -523,6 +523,29 @@ mod heads {
         assert_eq!(client.response().await.text(), "Hello, world!");
     }
 
+    /// RFC 9110 §9.3.2: a HEAD handler need not build the body to say
+    /// how long it would be.
+    #[tokio::test]
+    async fn a_bodiless_head_keeps_the_length_its_handler_declares() {
+        let server = serve(|req: Request<Connection>| async move {
+            let body = match req.method() == http::Method::HEAD {
+                true => ResponseData::empty(),
+                false => ResponseData::from(vec![b'x'; 1000]),
+            };
+            Response::builder()
+                .header("content-length", "1000")
+                .body(body)
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let resp = client.head_response().await;
+        assert_eq!(resp.header("content-length"), Some("1000"));
+        client.send(get("/")).await;
+        assert_eq!(client.response().await.body.len(), 1000);
+    }
+
     #[tokio::test]
     async fn no_content_and_not_modified_carry_no_body() {
         let server = serve(|req: Request<Connection>| async move {
@@ -893,6 +916,105 @@ mod chunked_responses {
         let raw = String::from_utf8(client.read_to_close().await).unwrap();
         assert!(!raw.contains("transfer-encoding"), "{raw}");
         assert!(raw.ends_with("\r\n\r\nab"), "{raw}");
+    }
+
+    /// A stream with the length its handler declares in `content-length`
+    /// (a proxy passing on its upstream's): chunks of varied sizes, one
+    /// over the engine's copy threshold.
+    fn declared(declared: &'static str, pieces: &[usize]) -> Response<ResponseData> {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Ok(Bytes::from(vec![b'a' + i as u8; len])))
+            .collect();
+        Response::builder()
+            .header("content-length", declared)
+            .body(ResponseData::chunked_stream(stream::iter(chunks)))
+            .unwrap()
+    }
+
+    fn expected(pieces: &[usize]) -> Vec<u8> {
+        pieces
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &len)| vec![b'a' + i as u8; len])
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_a_declared_length_goes_out_unframed_with_it() {
+        const PIECES: &[usize] = &[3, 100_000, 5];
+        let server = serve(|_req: Request<Connection>| async { declared("100008", PIECES) }).await;
+        let mut client = Client::connect(&server).await;
+        for version in ["1.1", "1.0"] {
+            client
+                .send(format!(
+                    "GET / HTTP/{version}\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+                ))
+                .await;
+            let resp = client.response().await;
+            assert_eq!(resp.header("content-length"), Some("100008"));
+            assert_eq!(resp.header("transfer-encoding"), None);
+            assert!(resp.body == expected(PIECES));
+            // Framed by its length, the connection carries on (HTTP/1.0
+            // too, where a stream would otherwise run until close).
+            assert!(!resp.closes(), "HTTP/{version}");
+        }
+        client.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!(
+            client.head_response().await.header("content-length"),
+            Some("100008")
+        );
+        client.send(get("/")).await;
+        assert!(client.response().await.body == expected(PIECES));
+    }
+
+    #[tokio::test]
+    async fn a_stream_longer_than_declared_is_cut_there_and_the_connection_closed() {
+        let server = serve(|_req: Request<Connection>| async { declared("5", &[3, 4, 2]) }).await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.header("content-length"), Some("5"));
+        assert_eq!(resp.body, b"aaabb");
+        assert!(
+            client.is_closed().await,
+            "nothing after the declared length"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_shorter_than_declared_resets_the_connection() {
+        let server = serve(|_req: Request<Connection>| async { declared("20", &[3, 4]) }).await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/")).await;
+        let raw = client.read_to_close().await;
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("content-length: 20\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\naaabbbb"),
+            "the 7 bytes, then the end: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_declared_length_on_a_stream_is_replaced_by_chunking() {
+        for bad in ["+5", "5, 5", "", "99999999999999999999999"] {
+            let server = serve(move |_req: Request<Connection>| async move {
+                let mut response = declared("5", &[2, 3]);
+                response
+                    .headers_mut()
+                    .insert("content-length", bad.parse().unwrap());
+                response
+            })
+            .await;
+            let mut client = Client::connect(&server).await;
+            client.send(get("/")).await;
+            let resp = client.response().await;
+            assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{bad:?}");
+            assert_eq!(resp.header("content-length"), None, "{bad:?}");
+            assert_eq!(resp.body, b"aabbb");
+        }
     }
 
     #[tokio::test]

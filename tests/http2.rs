@@ -318,6 +318,72 @@ async fn chunked_bodies_and_files_arrive_whole_and_head_gets_no_body() {
     );
 }
 
+/// A handler's `content-length` on a stream (a proxy passing on its
+/// upstream's) and on a HEAD it answers without the body goes out as it
+/// said; a stream that gives more is cut at the length, one that gives
+/// less is reset.
+#[tokio::test]
+async fn declared_lengths_of_streams_and_bodiless_heads_are_kept() {
+    let server = serve2(|req: Request<Connection>| async move {
+        let (declared, pieces): (&str, &[&'static [u8]]) = match req.uri().path() {
+            "/exact" => ("11", &[b"hello", b" ", b"world"]),
+            "/longer" => ("5", &[b"hel", b"lo world"]),
+            "/shorter" => ("20", &[b"hello"]),
+            _ => {
+                let body = match req.method() == Method::HEAD {
+                    true => ResponseData::empty(),
+                    false => ResponseData::from(vec![b'x'; 1000]),
+                };
+                return Response::builder()
+                    .header("content-length", "1000")
+                    .body(body)
+                    .unwrap();
+            }
+        };
+        let chunks = pieces
+            .iter()
+            .map(|piece| Ok::<_, std::io::Error>(Bytes::from_static(piece)));
+        Response::builder()
+            .header("content-length", declared)
+            .body(ResponseData::chunked_stream(stream::iter(chunks)))
+            .unwrap()
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, body) = get(&mut client, "/exact").await;
+    assert_eq!(head.headers["content-length"], "11");
+    assert_eq!(&body[..], b"hello world");
+    let (head, body) = get(&mut client, "/longer").await;
+    assert_eq!(head.headers["content-length"], "5");
+    assert_eq!(&body[..], b"hello");
+    let (head, body) = complete(send(&mut client, request(Method::HEAD, "/page"), b"").await).await;
+    assert_eq!(head.headers["content-length"], "1000");
+    assert!(body.is_empty());
+
+    let response = send(&mut client, request(Method::GET, "/shorter"), b"").await;
+    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
+        // The reset may overtake the head on its way to this task.
+        let (head, mut body) = match response.await {
+            Ok(response) => response.into_parts(),
+            Err(err) => return err,
+        };
+        assert_eq!(head.headers["content-length"], "20");
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("a body 15 bytes short must not end cleanly"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(failure.reason(), Some(Reason::INTERNAL_ERROR));
+    // The connection carries on.
+    let (head, _) = get(&mut client, "/exact").await;
+    assert_eq!(head.status, 200);
+}
+
 #[tokio::test]
 async fn a_failing_stream_resets_the_stream_not_the_connection() {
     // The stream fails once the test has read its first piece.

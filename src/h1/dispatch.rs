@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{debug, error, trace};
+use tracing::{debug, error, trace, warn};
 
 /// What a connection needs besides its stream and the handler.
 pub(crate) struct ConnContext {
@@ -244,7 +244,7 @@ where
                 // buffer: the next response reads the clock again.
                 waited_since_encoding = true;
                 match (rest, streamed_body) {
-                    (Rest::Chunks(chunks, framed), Some(lent)) => {
+                    (Rest::Chunks(chunks, framing), Some(lent)) => {
                         // Lent again: the stream reads the request body
                         // between the writes of its chunks.
                         *lent.lock().unwrap_or_else(PoisonError::into_inner) = Some(transport);
@@ -252,7 +252,7 @@ where
                             Out::Lent(&lent, Box::pin(tokio::time::sleep(Duration::ZERO))),
                             &mut write_buf,
                             chunks,
-                            framed,
+                            framing,
                             &config,
                         ))
                         .await;
@@ -695,8 +695,9 @@ enum Rest {
     Nothing,
     /// A body too large to copy: one vectored write with the buffer.
     Bytes(bytes::Bytes),
-    /// A chunk stream; `true` when chunk-framed (HTTP/1.1).
-    Chunks(ChunkedBody, bool),
+    /// A chunk stream, chunk-framed (HTTP/1.1), until close (HTTP/1.0) or
+    /// as long as the handler's `content-length` says.
+    Chunks(ChunkedBody, Framing),
     File(crate::file::FileBody),
 }
 
@@ -733,14 +734,23 @@ fn encode_response(
         ResponseData::Bytes(bytes) => {
             let framing = if no_body {
                 Framing::NoBody
+            } else if bytes.is_empty() && method_is_head {
+                // A HEAD answered without building the body: the length
+                // the handler says its GET would have (RFC 9110 §9.3.2).
+                Framing::Length(encode::declared_length(&parts.headers).unwrap_or(0))
             } else {
                 Framing::Length(bytes.len() as u64)
             };
             (framing, Rest::Bytes(bytes))
         }
         ResponseData::Chunked(chunks) => {
-            let framing = stream_framing(close);
-            (framing, Rest::Chunks(chunks, framing == Framing::Chunked))
+            // A stream whose length the handler knows (a proxy passing on
+            // its upstream's) goes out with it, unframed.
+            let framing = match encode::declared_length(&parts.headers) {
+                Some(n) if !no_body => Framing::Length(n),
+                _ => stream_framing(close),
+            };
+            (framing, Rest::Chunks(chunks, framing))
         }
         ResponseData::File(file) => {
             let framing = if no_body {
@@ -798,8 +808,8 @@ async fn write_rest<S: Socket>(
                 .write_out(&mut (&mut *write_buf).chain(bytes), config.write_timeout)
                 .await
         }
-        Rest::Chunks(chunks, framed) => {
-            write_chunks(Out::Own(transport), write_buf, chunks, framed, config).await
+        Rest::Chunks(chunks, framing) => {
+            write_chunks(Out::Own(transport), write_buf, chunks, framing, config).await
         }
         Rest::File(file) => {
             // On plain TCP the head waits for the file's first bytes and
@@ -816,14 +826,23 @@ async fn write_rest<S: Socket>(
 }
 
 /// Streams a chunked body: every chunk the stream has ready is gathered,
-/// and the buffer is written whenever the stream has to wait.
+/// and the buffer is written whenever the stream has to wait. With
+/// `Framing::Length` the stream must give exactly that many bytes: what
+/// goes beyond is not sent, and a stream that ends short resets the
+/// connection, so that the client does not wait for the rest (both are
+/// the handler's mistake, logged as a warning).
 async fn write_chunks<S: Socket>(
     mut out: Out<'_, S>,
     write_buf: &mut BytesMut,
     mut chunks: ChunkedBody,
-    framed: bool,
+    framing: Framing,
     config: &Config,
 ) -> io::Result<()> {
+    let framed = framing == Framing::Chunked;
+    let mut left = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
     loop {
         let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
             Poll::Ready(next) => next,
@@ -833,10 +852,22 @@ async fn write_chunks<S: Socket>(
             }
         };
         match next {
-            Some(Ok(chunk)) => {
+            Some(Ok(mut chunk)) => {
                 if chunk.is_empty() {
                     continue;
                 }
+                let overflow = match &mut left {
+                    Some(left) if chunk.len() as u64 > *left => {
+                        chunk.truncate(*left as usize);
+                        *left = 0;
+                        true
+                    }
+                    Some(left) => {
+                        *left -= chunk.len() as u64;
+                        false
+                    }
+                    None => false,
+                };
                 if framed {
                     encode_chunk_size(write_buf, chunk.len());
                 }
@@ -848,6 +879,15 @@ async fn write_chunks<S: Socket>(
                 }
                 if framed {
                     write_buf.put_slice(b"\r\n");
+                }
+                if overflow {
+                    // The response is whole; the connection cannot carry
+                    // on with the stream unread.
+                    warn!("response stream longer than its content-length; the rest is not sent");
+                    out.flush(write_buf, config).await?;
+                    return Err(io::Error::other(
+                        "response stream longer than its content-length",
+                    ));
                 }
                 if write_buf.len() >= WRITE_BUFFER_FLUSH {
                     out.flush(write_buf, config).await?;
@@ -863,6 +903,17 @@ async fn write_chunks<S: Socket>(
                 return Err(io::Error::other(err));
             }
             None => {
+                if let Some(short @ 1..) = left {
+                    warn!(
+                        short,
+                        "response stream ended before its content-length; resetting the connection"
+                    );
+                    let _ = out.flush(write_buf, config).await;
+                    out.abort();
+                    return Err(io::Error::other(
+                        "response stream shorter than its content-length",
+                    ));
+                }
                 if framed {
                     write_buf.put_slice(LAST_CHUNK);
                 }

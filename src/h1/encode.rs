@@ -31,7 +31,8 @@ pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
 /// The engine owns `content-length`, `transfer-encoding` and, when it is
 /// closing or keeping an HTTP/1.0 connection open, `connection`: values
 /// the handler set for the first two are replaced by what the body really
-/// is. A handler's own `date` wins over the cached one, which is brought
+/// is (`framing`, which honours a handler's valid `content-length` on a
+/// stream and on a bodiless HEAD: see [`declared_length`]). A handler's own `date` wins over the cached one, which is brought
 /// up to date first when `check_clock` is set (see [`with_date`]).
 ///
 /// Returns whether the handler's own `connection` field has the `close`
@@ -87,6 +88,18 @@ pub(crate) fn encode_head(
     }
     dst.put_slice(b"\r\n");
     asks_to_close
+}
+
+/// The length a handler declared in a single, valid `content-length`
+/// field: honoured for a stream it knows the length of and for a HEAD
+/// answered without its body. Looked up only on those paths.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// A `connection` value that lists `close` (RFC 9110 §7.6.1).

@@ -18,7 +18,7 @@ use crate::builder::Handler;
 use crate::config::{Config, LINGER_TIME};
 use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
-use crate::h1::encode::{date_value, status_has_no_body};
+use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{plain_response, BoxError, ChunkedBody, ResponseData};
 use crate::tls::PeerCertificates;
@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
-use tracing::{debug, error, trace};
+use tracing::{debug, error, trace, warn};
 
 /// Flow-control windows, per stream and per connection: how much a client
 /// may send before handlers read it. `h2`'s default of 64 KiB would cap an
@@ -563,12 +563,20 @@ async fn send_response(
     let (mut parts, body) = response.into_parts();
     let no_body = status_has_no_body(parts.status);
     let length = match &body {
+        // A HEAD answered without building the body: the length the
+        // handler says its GET would have (RFC 9110 §9.3.2).
+        ResponseData::Bytes(bytes) if bytes.is_empty() && method_is_head => {
+            Some(declared_length(&parts.headers).unwrap_or(0))
+        }
         ResponseData::Bytes(bytes) => Some(bytes.len() as u64),
         ResponseData::File(file) => Some(file.len()),
+        // A stream whose length the handler knows.
+        ResponseData::Chunked(_) => declared_length(&parts.headers),
         _ => None,
     };
     prepare_head(&mut parts.headers, length.filter(|_| !no_body));
     let ends_here = no_body || method_is_head || length == Some(0);
+    let stream_length = length.filter(|_| matches!(body, ResponseData::Chunked(_)));
     let head = Response::from_parts(parts, ());
     let sent = {
         let mut respond = lock(respond);
@@ -607,7 +615,9 @@ async fn send_response(
     };
     let sent = match body {
         ResponseData::Bytes(bytes) => send_data(&mut stream, &mut stall, bytes, true).await,
-        ResponseData::Chunked(chunks) => send_chunks(&mut stream, &mut stall, chunks).await,
+        ResponseData::Chunked(chunks) => {
+            send_chunks(&mut stream, &mut stall, chunks, stream_length).await
+        }
         ResponseData::File(file) => send_file(&mut stream, &mut stall, file).await,
         // The protocols that take the stream over, as they take an
         // HTTP/1.1 connection over.
@@ -702,12 +712,17 @@ async fn send_data(
 
 /// Sends a chunked body's pieces as they come (HTTP/2 has no chunk framing:
 /// each piece is DATA). A failed stream resets the stream, which tells the
-/// client the body is incomplete.
+/// client the body is incomplete. With the `length` the handler declared,
+/// the stream must give exactly that many bytes: what goes beyond is not
+/// sent, and a stream that ends short is reset (the handler's mistake,
+/// logged as a warning), as over HTTP/1.1.
 async fn send_chunks(
     stream: &mut SendStream<Bytes>,
     stall: &mut Stall,
     mut chunks: ChunkedBody,
+    length: Option<u64>,
 ) -> Result<(), Failure> {
+    let mut left = length;
     loop {
         let next = poll_fn(|cx| match chunks.poll_chunk(cx) {
             Poll::Ready(next) => Poll::Ready(Ok(next)),
@@ -716,10 +731,32 @@ async fn send_chunks(
             Poll::Pending => stream.poll_reset(cx).map(|_| Err(Failure::Gone)),
         })
         .await?;
-        match next {
-            Some(Ok(chunk)) => send_data(stream, stall, chunk, false).await?,
-            Some(Err(err)) => return Err(Failure::Failed(err)),
-            None => return send_data(stream, stall, Bytes::new(), true).await,
+        match (next, &mut left) {
+            (Some(Ok(mut chunk)), Some(left)) if chunk.len() as u64 >= *left => {
+                if chunk.len() as u64 > *left {
+                    warn!("response stream longer than its content-length; the rest is not sent");
+                    chunk.truncate(*left as usize);
+                }
+                // The declared length is reached: the stream ends here.
+                return send_data(stream, stall, chunk, true).await;
+            }
+            (Some(Ok(chunk)), left) => {
+                if let Some(left) = left {
+                    *left -= chunk.len() as u64;
+                }
+                send_data(stream, stall, chunk, false).await?;
+            }
+            (Some(Err(err)), _) => return Err(Failure::Failed(err)),
+            (None, Some(short)) => {
+                warn!(
+                    short = *short,
+                    "response stream ended before its content-length; resetting the stream"
+                );
+                return Err(Failure::Failed(
+                    "response stream shorter than its content-length".into(),
+                ));
+            }
+            (None, None) => return send_data(stream, stall, Bytes::new(), true).await,
         }
     }
 }
