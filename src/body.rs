@@ -213,7 +213,7 @@ pub async fn read_body(
 /// gets it ahead of the response then.
 ///
 /// ```no_run
-/// use futures_util::StreamExt;
+/// use futures_util::StreamExt; // the `futures-util` crate's stream combinators
 /// use http::{Request, Response};
 /// use mist::{Connection, ResponseData};
 ///
@@ -272,7 +272,7 @@ pub enum Chunk {
 /// what has arrived, at most 64 KiB, without waiting for more.
 ///
 /// ```no_run
-/// use futures_util::StreamExt;
+/// use futures_util::StreamExt; // for `next`, from the `futures-util` crate
 /// # async fn f(mut req: http::Request<mist::Connection>) -> Result<(), mist::ReadError> {
 /// let mut body = mist::stream(&mut req);
 /// while let Some(piece) = body.next().await {

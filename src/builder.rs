@@ -40,8 +40,9 @@ pub trait Handler<B>: Send + Sync + 'static {
     /// ```
     /// # async fn f() {
     /// use mist::Handler;
-    /// let handler = |_req: http::Request<bytes::Bytes>| async { http::Response::new(mist::ResponseData::from("hi")) };
-    /// let response = handler.call(http::Request::new(bytes::Bytes::new())).await;
+    /// use mist::bytes::Bytes;
+    /// let handler = |_req: http::Request<Bytes>| async { http::Response::new(mist::ResponseData::from("hi")) };
+    /// let response = handler.call(http::Request::new(Bytes::new())).await;
     /// assert_eq!(response.status(), 200);
     /// # }
     /// ```
@@ -98,7 +99,27 @@ type AfterStart = Arc<dyn Fn(u16, Scheme, IpAddress) + Send + Sync>;
 /// `B` is the request body type the handler takes: [`Connection`] (the
 /// default: the body stays on the socket until read) or `Bytes` (read
 /// before the handler runs; see [`Builder::read_request_body`]). Only a
-/// `Builder<_, Connection>` can start, so the compiler checks the choice.
+/// `Builder<_, Connection>` can start, so the compiler checks the choice:
+/// a handler taking `Request<Bytes>` has no `start_http` until
+/// `read_request_body` says how much to read.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, ResponseData};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), mist::StartError> {
+/// let server = mist::new(|_req: Request<Connection>| async {
+///     Response::new(ResponseData::from("Hello, world!"))
+/// })
+/// .bind("0.0.0.0")
+/// .port(8080)
+/// .max_connections(10_000)
+/// .keep_alive_timeout(Duration::from_secs(30))
+/// .start_http()
+/// .await?;
+/// # let _ = server; Ok(()) }
+/// ```
 pub struct Builder<H, B = Connection> {
     handler: H,
     port: u16,
@@ -474,8 +495,8 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
     /// extensions.
     ///
     /// ```no_run
-    /// use bytes::Bytes;
     /// use http::{Request, Response};
+    /// use mist::bytes::Bytes;
     /// use mist::ResponseData;
     ///
     /// # async fn run() -> Result<(), mist::StartError> {
@@ -663,7 +684,7 @@ impl<H, B> fmt::Debug for Builder<H, B> {
 ///
 /// ```
 /// let builder: mist::Builder<mist::ReadBody<_>, mist::Connection> =
-///     mist::new(|req: http::Request<bytes::Bytes>| async move {
+///     mist::new(|req: http::Request<mist::bytes::Bytes>| async move {
 ///         http::Response::new(mist::ResponseData::from(req.into_body()))
 ///     })
 ///     .read_request_body(1024, http::Response::new(""));

@@ -2,14 +2,22 @@
 
 use crate::body::Connection;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The address and port of a connected client: mist's `ConnectionInfo`.
 ///
+/// It prints as a socket address, and converts into a
+/// `std::net::SocketAddr`:
+///
 /// ```
 /// use mist::{ConnectionInfo, IpAddress};
+/// use std::net::SocketAddr;
 /// let info = ConnectionInfo { port: 51000, ip_address: IpAddress::V4(127, 0, 0, 1) };
 /// assert_eq!(format!("{} {}", info.ip_address, info.port), "127.0.0.1 51000");
+/// assert_eq!(info.to_string(), "127.0.0.1:51000");
+/// let v6 = ConnectionInfo { port: 443, ip_address: IpAddress::V6(0, 0, 0, 0, 0, 0, 0, 1) };
+/// assert_eq!(v6.to_string(), "[::1]:443");
+/// assert_eq!(SocketAddr::from(v6), "[::1]:443".parse().unwrap());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionInfo {
@@ -17,6 +25,19 @@ pub struct ConnectionInfo {
     pub port: u16,
     /// The client's IP address.
     pub ip_address: IpAddress,
+}
+
+impl From<ConnectionInfo> for SocketAddr {
+    fn from(info: ConnectionInfo) -> Self {
+        SocketAddr::new(info.ip_address.into(), info.port)
+    }
+}
+
+/// `IP:PORT`, with an IPv6 address in brackets.
+impl fmt::Display for ConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&SocketAddr::from(*self), f)
+    }
 }
 
 /// An IP address in mist's shape: four bytes or eight 16-bit groups.

@@ -121,6 +121,12 @@ impl FileBody {
 /// the file shrinks while it is sent, the connection is closed rather than
 /// sending a wrong length.
 ///
+/// Opening is synchronous (an `open` and an `fstat`, as nginx does on its
+/// event loop): microseconds on a local disk, where a trip to a blocking
+/// thread would cost more. On a network file system that may stall, open
+/// the file in `tokio::task::spawn_blocking` and pass it to
+/// [`send_open_file`].
+///
 /// ```no_run
 /// use http::{Request, Response, StatusCode};
 /// use mist::{Connection, FileError, ResponseData};

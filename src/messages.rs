@@ -36,6 +36,7 @@ use tracing::debug;
 /// let (feed, _) = broadcast::channel::<String>(64);
 /// let from_feed: Messages<String> = feed.subscribe().into();
 ///
+/// // Any stream, here one from the `futures-util` crate.
 /// let numbers = Messages::from_stream(futures_util::stream::iter(1..=3));
 /// # let _ = (from_channel, from_feed, numbers);
 /// ```
@@ -50,6 +51,34 @@ enum Source<M> {
     Stream(Pin<Box<dyn Stream<Item = M> + Send>>),
 }
 
+impl Messages<std::convert::Infallible> {
+    /// No source of custom messages, for a WebSocket's `on_init` that
+    /// needs none: the custom message type is then `Infallible`, which the
+    /// compiler could not guess from a bare `None`.
+    ///
+    /// ```no_run
+    /// use http::{Request, Response};
+    /// use mist::{Connection, Messages, Next, ResponseData, WebsocketMessage};
+    ///
+    /// async fn echo(req: Request<Connection>) -> Response<ResponseData> {
+    ///     mist::websocket(
+    ///         req,
+    ///         |_conn| ((), Messages::none()),
+    ///         |_state, conn, message| {
+    ///             if let WebsocketMessage::Text(text) = message {
+    ///                 let _ = mist::send_text_frame(conn, &text);
+    ///             }
+    ///             Next::Continue
+    ///         },
+    ///         |_state| {},
+    ///     )
+    /// }
+    /// ```
+    pub fn none() -> Option<Messages<std::convert::Infallible>> {
+        None
+    }
+}
+
 impl<M> Messages<M> {
     /// Messages from any stream. It is polled on the connection's task,
     /// within tokio's cooperative budget, so a stream that is always ready
@@ -59,7 +88,7 @@ impl<M> Messages<M> {
     /// use mist::Messages;
     /// use std::time::Duration;
     ///
-    /// // Ten ticks, a second apart.
+    /// // Ten ticks, a second apart (`unfold` is the `futures-util` crate's).
     /// let ticks = futures_util::stream::unfold(1u32, |i| async move {
     ///     if i > 1 {
     ///         tokio::time::sleep(Duration::from_secs(1)).await;

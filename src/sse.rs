@@ -292,6 +292,26 @@ type Runner = Box<dyn FnOnce(Handover, bool) -> Pin<Box<dyn Future<Output = ()> 
 
 /// The body of an event-stream response made by [`server_sent_events`]:
 /// the engine hands the connection to it once the head is written.
+/// Handlers do not make one themselves; they return what
+/// [`server_sent_events`] gives, and can tell it by the body's variant (a
+/// failed `init` gives a 500 with a plain body instead):
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, Next, ResponseData};
+/// use tokio::sync::mpsc;
+///
+/// async fn events(req: Request<Connection>) -> Response<ResponseData> {
+///     let response = mist::server_sent_events(
+///         req,
+///         Response::new(()),
+///         || Ok::<_, std::convert::Infallible>(((), mpsc::channel::<String>(8).1)),
+///         |_message, _conn, _state| Next::Continue,
+///     );
+///     assert!(matches!(response.body(), ResponseData::ServerSentEvents(_)));
+///     response
+/// }
+/// ```
 pub struct SseStream {
     run: Runner,
 }
@@ -323,7 +343,9 @@ impl fmt::Debug for SseStream {
 /// a 500 and nothing starts. The initial response's status and headers go
 /// out with `content-type: text/event-stream` and `cache-control: no-cache`
 /// (its body is ignored). Then `loop_` runs for every message, sending
-/// events with [`send_event`]. The stream ends cleanly when the loop stops
+/// events with [`send_event`]; it takes `(message, connection, state)`,
+/// as mist's does, the other way round from a [`websocket`](crate::websocket)
+/// handler's `(state, connection, message)`. The stream ends cleanly when the loop stops
 /// or its source ends; it ends at once, and the loop's task with it, when
 /// the client leaves.
 ///

@@ -30,6 +30,20 @@ const READ_CHUNK: usize = 16 * 1024;
 const LINGER_BYTES: u64 = 1024 * 1024;
 
 /// A message delivered to a WebSocket handler: mist's `WebsocketMessage`.
+///
+/// ```
+/// use mist::WebsocketMessage;
+///
+/// fn describe(message: &WebsocketMessage<u32>) -> String {
+///     match message {
+///         WebsocketMessage::Text(text) => format!("text {text:?}"),
+///         WebsocketMessage::Binary(data) => format!("{} bytes", data.len()),
+///         WebsocketMessage::Custom(n) => format!("a message of ours: {n}"),
+///         WebsocketMessage::Closed | WebsocketMessage::Shutdown => "the end".to_string(),
+///     }
+/// }
+/// assert_eq!(describe(&WebsocketMessage::Custom(7)), "a message of ours: 7");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebsocketMessage<Custom> {
     /// A text message from the client.
@@ -45,21 +59,77 @@ pub enum WebsocketMessage<Custom> {
     Custom(Custom),
 }
 
-/// What a WebSocket handler wants next: mist's `actor.Next`.
+/// What a WebSocket handler or a server-sent events loop wants next:
+/// mist's `actor.Next`.
+///
+/// Handlers and loops are synchronous: they run on the connection's task
+/// between two messages. Work that has to wait (a database, another
+/// service) goes to a task of its own that reports back as a custom
+/// message, through a channel whose receiver `on_init` (or `init`)
+/// returned or `ContinueWith` installs; a WebSocket task can also send
+/// frames itself with a [`WebsocketSender`].
+///
+/// ```
+/// use mist::{Next, WebsocketMessage};
+/// use tokio::sync::mpsc;
+///
+/// // A WebSocket handler: "stop" closes, "subscribe" switches the source
+/// // of custom messages to a new channel fed by a task.
+/// fn handler(
+///     _state: &mut (),
+///     _conn: &mist::WebsocketConnection,
+///     message: WebsocketMessage<String>,
+/// ) -> Next<String> {
+///     match message {
+///         WebsocketMessage::Text(text) if text == "stop" => Next::Stop,
+///         WebsocketMessage::Text(text) if text == "subscribe" => {
+///             let (tx, rx) = mpsc::channel(16);
+///             tokio::spawn(async move {
+///                 let _ = tx.send("the answer the task waited for".to_string()).await;
+///             });
+///             Next::ContinueWith(rx.into())
+///         }
+///         _ => Next::Continue,
+///     }
+/// }
+/// # let _ = handler;
+/// ```
 #[derive(Debug)]
 pub enum Next<Custom> {
     /// Keep going.
     Continue,
     /// Keep going, receiving custom messages from this source from now on
-    /// (`Next::ContinueWith(rx.into())` for a channel `rx`).
+    /// (`Next::ContinueWith(rx.into())` for a channel `rx`); the old
+    /// source is dropped.
     ContinueWith(Messages<Custom>),
-    /// Close the connection normally (close code 1000).
+    /// End normally: a WebSocket closes with close code 1000; an event
+    /// stream ends cleanly (the last chunk over HTTP/1.1, the end of the
+    /// stream over HTTP/2).
     Stop,
-    /// Close the connection with an error (close code 1011) and a reason.
+    /// End with an error: a WebSocket closes with close code 1011 and
+    /// this reason; an event stream is cut off without a clean end (a
+    /// reset), so the client can tell, and the reason is logged at debug
+    /// level.
     AbnormalStop(String),
 }
 
-/// Why a frame could not be sent.
+/// Why a WebSocket frame or a server-sent event could not be sent.
+///
+/// ```no_run
+/// use mist::{Next, SendError};
+///
+/// fn relay(conn: &mist::WebsocketConnection, text: &str) -> Next<()> {
+///     match mist::send_text_frame(conn, text) {
+///         Ok(()) => Next::Continue,
+///         // The client is gone: nothing more to do.
+///         Err(SendError::Closed) => Next::Stop,
+///         // A client that does not read: drop it rather than buffer more.
+///         Err(SendError::Full) => Next::AbnormalStop("client too slow".into()),
+///         Err(other) => Next::AbnormalStop(other.to_string()),
+///     }
+/// }
+/// # let _ = relay;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -76,7 +146,7 @@ pub enum SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SendError::Closed => "the WebSocket connection is closed",
+            SendError::Closed => "the connection is closed",
             SendError::Full => "too much output is waiting for the client",
             SendError::InvalidEvent => "an event id or name holds a line break",
         })
@@ -393,6 +463,26 @@ type Runner = Box<dyn FnOnce(Handover) -> Pin<Box<dyn Future<Output = ()> + Send
 
 /// The body of a `101 Switching Protocols` response made by [`websocket`]:
 /// the engine hands the connection to it once the response is written.
+/// Handlers do not make one themselves; they return what [`websocket`]
+/// gives, and can tell it by the body's variant:
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, Next, ResponseData};
+///
+/// async fn chat(req: Request<Connection>) -> Response<ResponseData> {
+///     let response = mist::websocket(
+///         req,
+///         |_conn| ((), mist::Messages::none()),
+///         |_state, _conn, _message| Next::Continue,
+///         |_state| {},
+///     );
+///     if !matches!(response.body(), ResponseData::Websocket(_)) {
+///         eprintln!("not a WebSocket upgrade: {}", response.status()); // 400
+///     }
+///     response
+/// }
+/// ```
 pub struct WebsocketUpgrade {
     run: Runner,
 }
