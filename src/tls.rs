@@ -38,8 +38,10 @@ const ALPN_WITH_H2: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
 /// Why a certificate and key could not be used: mist's `CertificateError`,
 /// plus what can be wrong with files that exist.
 ///
-/// The first three variants are mist's and mean the files are missing;
-/// the others name the file at fault.
+/// The first three variants are mist's and mean the files are missing
+/// (with the paths asked for: a relative path is read from the working
+/// directory, which is often not the one expected); the others name the
+/// file at fault.
 ///
 /// ```no_run
 /// # async fn f<H: mist::Handler<mist::Connection>>(builder: mist::Builder<H>) {
@@ -47,7 +49,7 @@ const ALPN_WITH_H2: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
 ///
 /// match builder.start_https("cert.pem", "key.pem").await {
 ///     Ok(server) => server.wait().await,
-///     Err(HttpsError::Certificate(CertificateError::NoKeyOrCertificate)) => {
+///     Err(HttpsError::Certificate(CertificateError::NoKeyOrCertificate { .. })) => {
 ///         eprintln!("make a certificate first: see the README");
 ///     }
 ///     Err(err) => eprintln!("cannot start: {err}"),
@@ -58,11 +60,22 @@ const ALPN_WITH_H2: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
 #[non_exhaustive]
 pub enum CertificateError {
     /// The certificate file does not exist (or is not a file).
-    NoCertificate,
+    NoCertificate {
+        /// The certificate file asked for.
+        path: PathBuf,
+    },
     /// The private key file does not exist (or is not a file).
-    NoKey,
+    NoKey {
+        /// The key file asked for.
+        path: PathBuf,
+    },
     /// Neither file exists.
-    NoKeyOrCertificate,
+    NoKeyOrCertificate {
+        /// The certificate file asked for.
+        certfile: PathBuf,
+        /// The key file asked for.
+        keyfile: PathBuf,
+    },
     /// A file exists but could not be read (permissions, an I/O error).
     Unreadable {
         /// The file.
@@ -111,11 +124,18 @@ pub enum CertificateError {
 impl fmt::Display for CertificateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CertificateError::NoCertificate => f.write_str("the certificate file does not exist"),
-            CertificateError::NoKey => f.write_str("the private key file does not exist"),
-            CertificateError::NoKeyOrCertificate => {
-                f.write_str("neither the certificate file nor the private key file exists")
+            CertificateError::NoCertificate { path } => {
+                write!(f, "the certificate file {} does not exist", path.display())
             }
+            CertificateError::NoKey { path } => {
+                write!(f, "the private key file {} does not exist", path.display())
+            }
+            CertificateError::NoKeyOrCertificate { certfile, keyfile } => write!(
+                f,
+                "neither the certificate file {} nor the private key file {} exists",
+                certfile.display(),
+                keyfile.display()
+            ),
             CertificateError::Unreadable { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
@@ -167,7 +187,7 @@ impl std::error::Error for CertificateError {
 /// .await;
 /// assert!(matches!(
 ///     result,
-///     Err(HttpsError::Certificate(CertificateError::NoKeyOrCertificate))
+///     Err(HttpsError::Certificate(CertificateError::NoKeyOrCertificate { .. }))
 /// ));
 /// # }
 /// ```
@@ -398,9 +418,22 @@ fn server_config(
 ) -> Result<ServerConfig, CertificateError> {
     // mist's checks first: which of the two files is missing.
     match (certfile.is_file(), keyfile.is_file()) {
-        (false, false) => return Err(CertificateError::NoKeyOrCertificate),
-        (false, true) => return Err(CertificateError::NoCertificate),
-        (true, false) => return Err(CertificateError::NoKey),
+        (false, false) => {
+            return Err(CertificateError::NoKeyOrCertificate {
+                certfile: certfile.to_path_buf(),
+                keyfile: keyfile.to_path_buf(),
+            })
+        }
+        (false, true) => {
+            return Err(CertificateError::NoCertificate {
+                path: certfile.to_path_buf(),
+            })
+        }
+        (true, false) => {
+            return Err(CertificateError::NoKey {
+                path: keyfile.to_path_buf(),
+            })
+        }
         (true, true) => {}
     }
     let read = |path: &Path| {
