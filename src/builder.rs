@@ -228,7 +228,8 @@ impl<H, B> Builder<H, B> {
     ///
     /// The listener must be listening (every `std::net::TcpListener` made
     /// by `bind` is); mist makes it non-blocking and sets `TCP_NODELAY`.
-    /// A socket that is not a listening stream socket makes
+    /// A socket that is not a stream socket, or (except on Apple's
+    /// systems, which cannot tell) not listening, makes
     /// [`Builder::start_http`] fail with [`StartError::Listener`]. A tokio
     /// listener converts with `into_std()`.
     ///
@@ -602,7 +603,9 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
     /// later; [`Server::reload_certificate`] refuses, since a
     /// configuration made from files would lose these settings. `rustls`
     /// is re-exported as [`mist::rustls`](crate::rustls), so the versions
-    /// match.
+    /// match. Name the crypto provider (`builder_with_provider`, as below):
+    /// rustls' process-wide default panics when another crate in the
+    /// build enables a second one.
     ///
     /// ```no_run
     /// use http::{Request, Response};
@@ -619,10 +622,13 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
     /// for ca in CertificateDer::pem_file_iter("clients-ca.pem")? {
     ///     roots.add(ca?)?;
     /// }
-    /// let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+    /// let ring = Arc::new(mist::rustls::crypto::ring::default_provider());
+    /// let verifier =
+    ///     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring.clone()).build()?;
     /// let chain = CertificateDer::pem_file_iter("cert.pem")?.collect::<Result<Vec<_>, _>>()?;
     /// let key = PrivateKeyDer::from_pem_file("key.pem")?;
-    /// let config = ServerConfig::builder()
+    /// let config = ServerConfig::builder_with_provider(ring)
+    ///     .with_safe_default_protocol_versions()?
     ///     .with_client_cert_verifier(verifier)
     ///     .with_single_cert(chain, key)?;
     ///

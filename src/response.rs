@@ -46,11 +46,13 @@ pub enum ResponseData {
     /// upstream's, a download of known size) and sets a valid
     /// `content-length`, the body goes out with it instead, without chunk
     /// framing, and the connection stays usable also for HTTP/1.0. The
-    /// stream must then give exactly that many bytes: what goes beyond is
-    /// not sent (and the connection closes after the response), and a
+    /// stream must then give exactly that many bytes: once it has, it is
+    /// dropped without waiting for its end (an upstream that stays open
+    /// does not hold up the connection); bytes it has ready beyond are not
+    /// sent (and an HTTP/1.1 connection closes after the response); a
     /// stream that ends short resets the connection (the HTTP/2 stream),
-    /// so that the client does not wait for the rest. Both are logged as
-    /// warnings.
+    /// so that the client does not wait for the rest. Both mistakes are
+    /// logged as warnings.
     Chunked(ChunkedBody),
     /// A file, or part of one, sent with `sendfile(2)` where the connection
     /// allows; made by [`send_file`](crate::send_file).
@@ -206,6 +208,23 @@ impl ChunkedBody {
     ) -> Poll<Option<Result<Bytes, BoxError>>> {
         catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll_next(cx)))
             .unwrap_or_else(|_| Poll::Ready(Some(Err("the response stream panicked".into()))))
+    }
+
+    /// Once the stream has given every byte of its declared
+    /// `content-length`: whether it has more bytes ready now, which the
+    /// response cannot carry. Never waits: the response is whole, and a
+    /// stream that would only end later (a proxy's upstream that stays
+    /// open, a channel whose sender is kept) must not hold up the
+    /// connection; nor does an error after the last byte spoil it.
+    pub(crate) fn overflows_now(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            match self.poll_chunk(&mut cx) {
+                Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => continue,
+                Poll::Ready(Some(Ok(_))) => return true,
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) | Poll::Pending => return false,
+            }
+        }
     }
 }
 

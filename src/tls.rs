@@ -572,6 +572,41 @@ impl Socket for TlsStream<TcpStream> {
 mod tests {
     use super::*;
 
+    /// A configuration of the caller's gets mist's ALPN and no 0-RTT,
+    /// whatever it said.
+    #[test]
+    fn a_callers_configuration_gets_mists_alpn_and_no_early_data() {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(NoCertificate));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"spdy/3".to_vec()];
+        config.max_early_data_size = 16384;
+        let plain = adapt(config.clone(), false);
+        assert_eq!(plain.alpn_protocols, [&b"http/1.1"[..], b"http/1.0"]);
+        assert_eq!(plain.max_early_data_size, 0);
+        let with_h2 = adapt(config, true);
+        assert_eq!(
+            with_h2.alpn_protocols,
+            [&b"h2"[..], b"http/1.1", b"http/1.0"]
+        );
+        assert_eq!(with_h2.max_early_data_size, 0);
+    }
+
+    /// A resolver without a certificate: enough to build a configuration.
+    #[derive(Debug)]
+    struct NoCertificate;
+
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+
     #[test]
     fn pem_without_a_certificate_is_refused_with_a_reason() {
         let err = certificate_chain(b"hello\n").unwrap_err();

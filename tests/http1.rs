@@ -985,16 +985,85 @@ mod chunked_responses {
 
     #[tokio::test]
     async fn a_stream_shorter_than_declared_resets_the_connection() {
+        use tokio::io::AsyncReadExt;
         let server = serve(|_req: Request<Connection>| async { declared("20", &[3, 4]) }).await;
         let mut client = Client::connect(&server).await;
         client.send(get("/")).await;
-        let raw = client.read_to_close().await;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match client.stream.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(err) => break Some(err.kind()),
+            }
+        };
         let text = String::from_utf8_lossy(&raw);
         assert!(text.contains("content-length: 20\r\n"), "{text}");
-        assert!(
-            text.ends_with("\r\n\r\naaabbbb"),
-            "the 7 bytes, then the end: {text}"
+        assert!(text.ends_with("\r\n\r\naaabbbb"), "the 7 bytes: {text}");
+        assert_eq!(
+            end,
+            Some(std::io::ErrorKind::ConnectionReset),
+            "a reset, not a clean end that could pass for a whole body"
         );
+    }
+
+    /// A stream that has given its declared length is not waited for: a
+    /// proxy's upstream may stay open, a channel's sender be kept. The
+    /// next request is answered; an error after the last byte does not
+    /// spoil the whole response either.
+    #[tokio::test]
+    async fn a_stream_that_reached_its_declared_length_is_not_waited_for() {
+        type Rest = Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Unpin>;
+        let server = serve(|req: Request<Connection>| async move {
+            let then: Rest = match req.uri().path() {
+                "/pending" => Box::new(stream::pending()),
+                "/error" => Box::new(stream::iter([Err(std::io::Error::other("late"))])),
+                _ => return text(200, "next"),
+            };
+            let first: std::io::Result<Bytes> = Ok(Bytes::from_static(b"hello"));
+            let body = futures_util::StreamExt::chain(stream::iter([first]), then);
+            Response::builder()
+                .header("content-length", "5")
+                .body(ResponseData::chunked_stream(body))
+                .unwrap()
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        for path in ["/pending", "/error"] {
+            client.send(format!("{}{}", get(path), get("/next"))).await;
+            let resp = client.response().await;
+            assert_eq!(
+                (resp.status, &resp.body[..]),
+                (200, &b"hello"[..]),
+                "{path}"
+            );
+            assert!(!resp.closes(), "{path}");
+            assert_eq!(client.response().await.text(), "next", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_of_zero_sends_no_body() {
+        let server = serve(|req: Request<Connection>| async move {
+            match req.uri().path() {
+                "/empty" => Response::builder()
+                    .header("content-length", "0")
+                    .body(ResponseData::chunked_stream(stream::pending::<
+                        std::io::Result<Bytes>,
+                    >()))
+                    .unwrap(),
+                _ => text(200, "next"),
+            }
+        })
+        .await;
+        let mut client = Client::connect(&server).await;
+        client.send(get("/empty")).await;
+        let resp = client.response().await;
+        assert_eq!(resp.header("content-length"), Some("0"));
+        assert!(resp.body.is_empty());
+        client.send(get("/next")).await;
+        assert_eq!(client.response().await.text(), "next");
     }
 
     #[tokio::test]

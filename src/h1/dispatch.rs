@@ -844,6 +844,17 @@ async fn write_chunks<S: Socket>(
         _ => None,
     };
     loop {
+        if left == Some(0) {
+            // Whole: the stream is not waited for any more.
+            if !chunks.overflows_now() {
+                return Ok(());
+            }
+            warn!("response stream longer than its content-length; the rest is not sent");
+            out.flush(write_buf, config).await?;
+            return Err(io::Error::other(
+                "response stream longer than its content-length",
+            ));
+        }
         let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
             Poll::Ready(next) => next,
             Poll::Pending => {
@@ -862,6 +873,7 @@ async fn write_chunks<S: Socket>(
                         *left = 0;
                         true
                     }
+                    // Reaching 0 is checked at the top of the loop.
                     Some(left) => {
                         *left -= chunk.len() as u64;
                         false

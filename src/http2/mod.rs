@@ -733,11 +733,12 @@ async fn send_chunks(
         .await?;
         match (next, &mut left) {
             (Some(Ok(mut chunk)), Some(left)) if chunk.len() as u64 >= *left => {
-                if chunk.len() as u64 > *left {
+                // The declared length is reached: the stream ends here,
+                // without waiting for the handler's stream to end.
+                if chunk.len() as u64 > *left || chunks.overflows_now() {
                     warn!("response stream longer than its content-length; the rest is not sent");
                     chunk.truncate(*left as usize);
                 }
-                // The declared length is reached: the stream ends here.
                 return send_data(stream, stall, chunk, true).await;
             }
             (Some(Ok(chunk)), left) => {

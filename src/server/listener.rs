@@ -120,9 +120,9 @@ pub(super) fn adopt(listener: std::net::TcpListener) -> io::Result<Listener> {
     }
     // A socket that was bound but never told to `listen` would fail every
     // accept with EINVAL, which the accept loop would take for a shortage
-    // and retry forever.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if !socket.is_listener()? {
+    // and retry forever. (Apple's systems do not answer SO_ACCEPTCONN.)
+    #[cfg(not(target_vendor = "apple"))]
+    if !rustix::net::sockopt::socket_acceptconn(&listener)? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the socket is bound but not listening (call listen(2) first)",

@@ -234,7 +234,11 @@ impl Server {
     /// [`Builder::start_https_with_config`](crate::Builder::start_https_with_config)
     /// adapts it (its ALPN protocols and early data are mist's).
     /// Connections already open carry on with the configuration they
-    /// started with. Also for a server started from certificate files,
+    /// started with. A client resumes a TLS session without showing its
+    /// certificate again: if the new configuration trusts fewer clients,
+    /// give it a session store and ticketer of its own (rustls' defaults
+    /// are new ones), not the old configuration's. Also for a server
+    /// started from certificate files,
     /// which from then on refuses
     /// [`Server::reload_certificate`]. A server started with
     /// [`Builder::start_http`](crate::Builder::start_http) answers
