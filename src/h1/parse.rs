@@ -547,9 +547,13 @@ mod tests {
     use super::*;
 
     fn parse(input: &str) -> Result<Option<Head>, ParseError> {
-        let mut buf = BytesMut::from(input);
+        parse_buf(&mut BytesMut::from(input))
+    }
+
+    /// Parses with the defaults, leaving what follows the head in `buf`.
+    fn parse_buf(buf: &mut BytesMut) -> Result<Option<Head>, ParseError> {
         parse_head(
-            &mut buf,
+            buf,
             &Config::default(),
             &Scheme::HTTP,
             &mut None,
@@ -580,16 +584,7 @@ mod tests {
     #[test]
     fn leaves_pipelined_bytes_in_buffer() {
         let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
-        parse_head(
-            &mut buf,
-            &Config::default(),
-            &Scheme::HTTP,
-            &mut None,
-            None,
-            None,
-        )
-        .unwrap()
-        .unwrap();
+        parse_buf(&mut buf).unwrap().unwrap();
         assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
     }
 
@@ -603,16 +598,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nX-B: \xff\xfe\r\n\r\n"[..],
         );
-        let h = parse_head(
-            &mut buf,
-            &Config::default(),
-            &Scheme::HTTP,
-            &mut None,
-            None,
-            None,
-        )
-        .unwrap()
-        .unwrap();
+        let h = parse_buf(&mut buf).unwrap().unwrap();
         let all: Vec<_> = h.request.headers().get_all("x-a").iter().collect();
         assert_eq!(all, ["1", "2"]);
         assert_eq!(h.request.headers()["x-b"].as_bytes(), b"\xff\xfe");
