@@ -389,7 +389,10 @@ impl<H, B> Builder<H, B> {
 
     /// Time the server waits for a client to accept more response bytes
     /// before disconnecting it: a stall, not the whole download, so slow
-    /// but steady clients get large bodies whole. Default 30 s.
+    /// but steady clients get large bodies whole. Default 30 s. WebSockets
+    /// and event streams use it too, unless their options set their own
+    /// ([`WebsocketOptions::write_timeout`](crate::WebsocketOptions::write_timeout),
+    /// [`SseOptions::write_timeout`](crate::SseOptions::write_timeout)).
     ///
     /// ```
     /// # use std::time::Duration;

@@ -322,6 +322,11 @@ pub(crate) struct Handover {
     /// The server's stop signal.
     pub shutdown: StopWatch,
     pub peer: Option<std::net::SocketAddr>,
+    /// The server's write timeout ([`Builder::write_timeout`]), for
+    /// options that do not set their own.
+    ///
+    /// [`Builder::write_timeout`]: crate::Builder::write_timeout
+    pub write_timeout: std::time::Duration,
 }
 
 /// Closes our side of a connection, then reads and discards what the peer

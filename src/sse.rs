@@ -182,7 +182,10 @@ pub fn event_retry(event: SseEvent, retry: Duration) -> SseEvent {
 pub struct SseOptions {
     keep_alive: Option<Duration>,
     max_pending: usize,
-    write_timeout: Duration,
+    /// `None`: the server's ([`Builder::write_timeout`]).
+    ///
+    /// [`Builder::write_timeout`]: crate::Builder::write_timeout
+    write_timeout: Option<Duration>,
 }
 
 impl Default for SseOptions {
@@ -190,7 +193,7 @@ impl Default for SseOptions {
         SseOptions {
             keep_alive: None,
             max_pending: 4 * 1024 * 1024,
-            write_timeout: Duration::from_secs(30),
+            write_timeout: None,
         }
     }
 }
@@ -217,6 +220,19 @@ impl SseOptions {
     /// ```
     pub fn max_pending_output(mut self, bytes: usize) -> Self {
         self.max_pending = bytes;
+        self
+    }
+
+    /// How long a write may wait for a client that accepts no more bytes
+    /// before the stream is dropped. Default: the server's
+    /// [`Builder::write_timeout`](crate::Builder::write_timeout).
+    ///
+    /// ```
+    /// let options = mist::SseOptions::default().write_timeout(std::time::Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
         self
     }
 }
@@ -519,8 +535,10 @@ async fn run<State, Message, Loop>(
         mut io,
         mut read_buf,
         shutdown,
+        write_timeout,
         ..
     } = handover;
+    let write_timeout = options.write_timeout.unwrap_or(write_timeout);
     let shared = Arc::new(Shared {
         out: Mutex::new(Out {
             buf: BytesMut::new(),
@@ -536,7 +554,7 @@ async fn run<State, Message, Loop>(
         wire: BytesMut::new(),
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         chunked,
-        timeout: options.write_timeout,
+        timeout: write_timeout,
     };
     let mut keep_alive = Box::pin(tokio::time::sleep(
         options.keep_alive.unwrap_or(Duration::MAX),
@@ -613,7 +631,7 @@ async fn run<State, Message, Loop>(
                     io.flush().await?;
                     io.shutdown().await
                 };
-                let deadline = Deadline::After(options.write_timeout);
+                let deadline = Deadline::After(write_timeout);
                 let _ = timed(&mut writer.timer, deadline, finish).await;
             }
         }

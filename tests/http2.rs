@@ -988,6 +988,33 @@ async fn a_client_reset_of_a_websocket_runs_on_close() {
         .unwrap();
 }
 
+/// A client that ends its side without a close frame gets the stream's
+/// end back, as a WebSocket over TCP gets a FIN for its FIN (RFC 8441 §5:
+/// END_STREAM is the FIN, a reset the RST); `on_close` runs.
+#[tokio::test]
+async fn a_client_ending_its_side_of_a_websocket_gets_the_end_not_a_reset() {
+    let (server, mut closed) = on_close_server().await;
+    let (mut client, _conn) = connect(&server).await;
+    let (head, mut tunnel) = extended_connect(&mut client, "/ws", None).await;
+    assert_eq!(head.status, 200);
+    tunnel.send.send_data(Bytes::new(), true).unwrap();
+    tokio::time::timeout(SAFETY_TIMEOUT, closed.recv())
+        .await
+        .expect("on_close ran after the client's end")
+        .unwrap();
+    let end = tokio::time::timeout(SAFETY_TIMEOUT, async {
+        loop {
+            match tunnel.recv.data().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the server's side ends");
+    assert!(end.is_none(), "END_STREAM, not {end:?}");
+}
+
 #[tokio::test]
 async fn a_websocket_over_http2_negotiates_permessage_deflate() {
     let server = serve2(routes).await;
@@ -1288,4 +1315,63 @@ async fn alpn_chooses_h2_only_when_the_server_has_it() {
     let plain = start_tls(mist::new(routes), &cert, &key).await;
     let tls = connect_tls(plain.port(), &ca.pem, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+/// An event stream whose client grants no window is let go after the
+/// server's write timeout, and reset: its end would otherwise queue
+/// behind bytes the client does not take and keep the stream open.
+#[tokio::test]
+async fn an_event_stream_to_a_client_granting_no_window_is_reset_after_the_write_timeout() {
+    struct Ended(mpsc::UnboundedSender<()>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    let builder = mist::new(move |req: Request<Connection>| {
+        let ended = Ended(ended_tx.clone());
+        async move {
+            mist::server_sent_events(
+                req,
+                Response::new(()),
+                move || {
+                    let flood = stream::repeat(());
+                    Ok::<_, String>((ended, mist::Messages::from_stream(flood)))
+                },
+                |(), conn, _ended| {
+                    let _ = mist::send_event(conn, mist::event("x".repeat(16 * 1024)));
+                    Next::Continue
+                },
+            )
+        }
+    })
+    .with_http2()
+    .write_timeout(Duration::from_millis(300));
+    let server = start(builder).await;
+    let (mut client, _conn) = connect(&server).await;
+    let response = send(&mut client, request(Method::GET, "/events"), b"").await;
+    let (head, mut body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    assert_eq!(head.status, 200);
+    // The client takes frames but never gives the window back.
+    tokio::time::timeout(SAFETY_TIMEOUT, ended.recv())
+        .await
+        .expect("the stream ends after the write timeout")
+        .unwrap();
+    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("the stream must be reset, not ended behind stalled bytes"),
+            }
+        }
+    })
+    .await
+    .expect("the reset reaches the client");
+    assert_eq!(failure.reason(), Some(Reason::CANCEL));
 }

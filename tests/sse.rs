@@ -432,3 +432,58 @@ fn an_always_ready_stream_does_not_starve_other_connections() {
     let seen = read_until(&mut other, "hello");
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
 }
+
+/// Sends on `tx` when the stream's state is dropped: when its loop ended.
+struct Ended(mpsc::UnboundedSender<()>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A stream of 64 KiB events as fast as the client takes them, whose
+/// state reports its end; the server's write timeout is 300 ms.
+async fn flooding_server() -> (mist::Server, mpsc::UnboundedReceiver<()>) {
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let builder = mist::new(move |req: Request<Connection>| {
+        let ended = Ended(ended_tx.clone());
+        async move {
+            mist::server_sent_events(
+                req,
+                Response::new(()),
+                move || {
+                    let flood = futures_util::stream::repeat(());
+                    Ok::<_, String>((ended, mist::Messages::from_stream(flood)))
+                },
+                |(), conn, _ended| {
+                    let _ = mist::send_event(conn, mist::event("x".repeat(64 * 1024)));
+                    Next::Continue
+                },
+            )
+        }
+    })
+    .write_timeout(Duration::from_millis(300));
+    (support::start(builder).await, ended)
+}
+
+/// A client that stops reading is let go after the server's write timeout
+/// (`Builder::write_timeout`), as for any response; event streams used a
+/// fixed 30 s.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_after_the_servers_write_timeout() {
+    let (server, mut ended) = flooding_server().await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    // The client reads nothing until the stream has ended.
+    tokio::time::timeout(support::SAFETY_TIMEOUT, ended.recv())
+        .await
+        .expect("the stream ends after the write timeout, not 30 s")
+        .unwrap();
+    assert!(
+        tokio::time::timeout(support::SAFETY_TIMEOUT, client.read_to_close())
+            .await
+            .is_ok(),
+        "the connection is closed"
+    );
+}

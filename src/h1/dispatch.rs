@@ -681,6 +681,7 @@ async fn hand_over<S: Socket>(
         read_buf,
         shutdown: ctx.shutdown,
         peer: ctx.peer,
+        write_timeout: ctx.config.write_timeout,
     };
     match body {
         ResponseData::Websocket(websocket) => websocket.start(handover).await,

@@ -85,8 +85,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// WebSocket's extended CONNECT), giving the window back as they go, and
 /// end where the client ends its side; on an event stream, whose client
 /// sends nothing, a read ends (with no bytes) when the client resets the
-/// stream: it left. Dropped before its end, the stream is reset
-/// (`CANCEL`, or `INTERNAL_ERROR` after [`Socket::reset_on_close`]).
+/// stream: it left. Dropped before its end, the stream ends as a TCP
+/// connection closed without a shutdown would: with `END_STREAM`, the
+/// FIN's equivalent (RFC 8441 §5), or reset with `INTERNAL_ERROR` after
+/// [`Socket::reset_on_close`] (where a socket would send RST). A stream
+/// dropped while a write waited for the client's window is reset
+/// (`CANCEL`) instead: its end would queue behind bytes the client does
+/// not take, and hold the stream open for as long as it does not.
 pub(super) struct StreamIo {
     send: SendStream<Bytes>,
     /// The client's side of a tunnel, until it ends.
@@ -97,6 +102,8 @@ pub(super) struct StreamIo {
     failed_read: Option<h2::Error>,
     ended: bool,
     failed: AtomicBool,
+    /// The last write waited for the client's flow-control window.
+    write_waiting: bool,
 }
 
 impl StreamIo {
@@ -110,6 +117,7 @@ impl StreamIo {
             failed_read: None,
             ended: false,
             failed: AtomicBool::new(false),
+            write_waiting: false,
         }
     }
 }
@@ -128,7 +136,9 @@ impl AsyncWrite for StreamIo {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         this.send.reserve_capacity(buf.len());
-        match poll_capacity(&mut this.send, cx) {
+        let polled = poll_capacity(&mut this.send, cx);
+        this.write_waiting = polled.is_pending();
+        match polled {
             Poll::Ready(Ok(granted)) => {
                 let n = granted.min(buf.len());
                 this.send
@@ -217,13 +227,14 @@ impl Socket for StreamIo {
 
 impl Drop for StreamIo {
     fn drop(&mut self) {
-        if !self.ended {
-            let reason = if self.failed.load(Ordering::Relaxed) {
-                Reason::INTERNAL_ERROR
-            } else {
-                Reason::CANCEL
-            };
-            self.send.send_reset(reason);
+        if self.ended {
+            return;
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            self.send.send_reset(Reason::INTERNAL_ERROR);
+        } else if self.write_waiting || self.send.send_data(Bytes::new(), true).is_err() {
+            // Already reset by the client, or the connection is gone.
+            self.send.send_reset(Reason::CANCEL);
         }
     }
 }

@@ -91,6 +91,7 @@ impl StreamContext {
             read_buf: BytesMut::new(),
             shutdown: self.shutdown.another(),
             peer: self.peer,
+            write_timeout: self.config.write_timeout,
         }
     }
 }

@@ -169,7 +169,10 @@ pub struct WebsocketOptions {
     compression: bool,
     close_timeout: Duration,
     max_pending: usize,
-    write_timeout: Duration,
+    /// `None`: the server's ([`Builder::write_timeout`]).
+    ///
+    /// [`Builder::write_timeout`]: crate::Builder::write_timeout
+    write_timeout: Option<Duration>,
     ping_interval: Duration,
     pong_timeout: Duration,
 }
@@ -181,7 +184,7 @@ impl Default for WebsocketOptions {
             compression: true,
             close_timeout: Duration::from_secs(5),
             max_pending: 16 * 1024 * 1024,
-            write_timeout: Duration::from_secs(30),
+            write_timeout: None,
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
         }
@@ -273,6 +276,20 @@ impl WebsocketOptions {
     /// ```
     pub fn max_pending_output(mut self, bytes: usize) -> Self {
         self.max_pending = bytes;
+        self
+    }
+
+    /// How long a write may wait for a client that accepts no more bytes
+    /// before the connection is dropped (the handler gets
+    /// [`WebsocketMessage::Closed`]). Default: the server's
+    /// [`Builder::write_timeout`](crate::Builder::write_timeout).
+    ///
+    /// ```
+    /// let options = mist::WebsocketOptions::default().write_timeout(std::time::Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
         self
     }
 }
@@ -676,7 +693,9 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
         mut read_buf,
         shutdown,
         peer,
+        write_timeout,
     } = upgraded;
+    let write_timeout = options.write_timeout.unwrap_or(write_timeout);
     let shared = Arc::new(Shared {
         out: Mutex::new(Outgoing {
             encoder: MessageEncoder::new(deflate.as_ref()),
@@ -700,7 +719,7 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
         Err(_) => {
             error!("WebSocket on_init panicked; closing with 1011");
             queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
-            let _ = flush(&mut io, &shared, &mut timer, options.write_timeout).await;
+            let _ = flush(&mut io, &shared, &mut timer, write_timeout).await;
             return;
         }
     };
@@ -785,7 +804,7 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
                 break 'outer end;
             }
         }
-        if flush(&mut io, &shared, &mut timer, options.write_timeout)
+        if flush(&mut io, &shared, &mut timer, write_timeout)
             .await
             .is_err()
         {
@@ -874,7 +893,7 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
     match end {
         End::Gone => {}
         End::ClientClosed | End::Failed => {
-            if flush(&mut io, &shared, &mut timer, options.write_timeout)
+            if flush(&mut io, &shared, &mut timer, write_timeout)
                 .await
                 .is_ok()
             {
@@ -890,7 +909,7 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
             }
         }
         End::ServerClosed => {
-            if flush(&mut io, &shared, &mut timer, options.write_timeout)
+            if flush(&mut io, &shared, &mut timer, write_timeout)
                 .await
                 .is_ok()
             {
