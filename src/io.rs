@@ -389,6 +389,28 @@ pub(crate) fn poll_write_all<B: bytes::Buf>(
     }
 }
 
+/// Writes all of `buf` to `io` and flushes it, with `timeout` bounding
+/// each stall rather than the whole write: a slow but steady client gets
+/// a large backlog whole, as it gets a large body
+/// ([`Builder::write_timeout`](crate::Builder::write_timeout)).
+pub(crate) async fn write_all_stalled<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    mut buf: &[u8],
+    timer: &mut Pin<Box<Sleep>>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let mut armed = false;
+    poll_fn(|cx| {
+        poll_write_all(&mut buf, timer, &mut armed, timeout, cx, |buf, cx| {
+            if buf.is_empty() {
+                return Pin::new(&mut *io).poll_flush(cx).map_ok(|()| None);
+            }
+            Pin::new(&mut *io).poll_write(cx, buf).map_ok(Some)
+        })
+    })
+    .await
+}
+
 /// Writes `buf` with `MSG_MORE`: the bytes stay queued until what follows
 /// them pushes them out in the same segments. Used for a connection's
 /// last bytes, so that the FIN of the shutdown that must follow is set on

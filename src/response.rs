@@ -218,13 +218,16 @@ impl ChunkedBody {
     /// connection; nor does an error after the last byte spoil it.
     pub(crate) fn overflows_now(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        loop {
+        // Empty chunks are skipped, a bounded number of them: a stream
+        // that yields nothing else must not hold the connection either.
+        for _ in 0..64 {
             match self.poll_chunk(&mut cx) {
                 Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => continue,
                 Poll::Ready(Some(Ok(_))) => return true,
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) | Poll::Pending => return false,
             }
         }
+        false
     }
 }
 

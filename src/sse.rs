@@ -3,7 +3,7 @@
 
 use crate::body::Connection;
 use crate::h1::encode::{encode_chunk_size, LAST_CHUNK};
-use crate::io::{timed, Deadline, Handover, OutputWake, Socket};
+use crate::io::{timed, write_all_stalled, Deadline, Handover, OutputWake, Socket};
 use crate::messages::Messages;
 use crate::response::ResponseData;
 use crate::ws::actor::{Next, SendError};
@@ -681,14 +681,7 @@ impl Writer {
         if *chunked {
             wire.put_slice(b"\r\n");
         }
-        let write = async {
-            io.write_all(wire).await?;
-            io.flush().await
-        };
-        let written = match timed(timer, Deadline::After(*timeout), write).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-        };
+        let written = write_all_stalled(io, wire, timer, *timeout).await;
         // A backlog once flushed is not kept for the stream's life.
         if wire.capacity() > WIRE_KEEP_MAX {
             *wire = BytesMut::new();

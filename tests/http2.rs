@@ -1375,3 +1375,55 @@ async fn an_event_stream_to_a_client_granting_no_window_is_reset_after_the_write
     .expect("the reset reaches the client");
     assert_eq!(failure.reason(), Some(Reason::CANCEL));
 }
+
+/// An event stream whose source of messages panics is reset, not ended
+/// as if it were whole.
+#[tokio::test]
+async fn an_event_stream_whose_source_panics_is_reset() {
+    let server = serve2(|req: Request<Connection>| async move {
+        if req.uri().path() != "/events" {
+            return routes(req).await;
+        }
+        mist::server_sent_events(
+            req,
+            Response::new(()),
+            || {
+                let mut polls = 0;
+                let source = stream::poll_fn(move |_| {
+                    polls += 1;
+                    if polls > 1 {
+                        panic!("the message source panics on purpose");
+                    }
+                    std::task::Poll::Ready(Some(()))
+                });
+                Ok::<_, String>(((), mist::Messages::from_stream(source)))
+            },
+            |(), conn, ()| {
+                let _ = mist::send_event(conn, mist::event("x"));
+                Next::Continue
+            },
+        )
+    })
+    .await;
+    let (mut client, _conn) = connect(&server).await;
+    let response = send(&mut client, request(Method::GET, "/events"), b"").await;
+    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
+        let (_, mut body) = match response.await {
+            Ok(response) => response.into_parts(),
+            Err(err) => return err,
+        };
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("a stream cut short by a panic must not end cleanly"),
+            }
+        }
+    })
+    .await
+    .expect("the reset reaches the client");
+    assert_eq!(failure.reason(), Some(Reason::INTERNAL_ERROR));
+    // The connection carries on.
+    let (head, _) = get(&mut client, "/hello").await;
+    assert_eq!(head.status, 200);
+}

@@ -487,3 +487,72 @@ async fn a_client_that_stops_reading_is_let_go_after_the_servers_write_timeout()
         "the connection is closed"
     );
 }
+
+/// The write timeout bounds a stall, not the whole backlog: a slow but
+/// steady client gets an event larger than it reads in the timeout.
+#[tokio::test]
+async fn the_write_timeout_bounds_stalls_not_slow_steady_readers() {
+    use tokio::io::AsyncReadExt;
+    // Well beyond what the kernel's socket buffers hold on loopback.
+    const SIZE: usize = 24 << 20;
+    let builder = mist::new(|req: Request<Connection>| async move {
+        mist::server_sent_events_with_options(
+            req,
+            SseOptions::default().max_pending_output(2 * SIZE),
+            Response::new(()),
+            || {
+                let once = futures_util::stream::iter([()]);
+                Ok::<_, String>(((), mist::Messages::from_stream(once)))
+            },
+            |(), conn, ()| {
+                mist::send_event(conn, mist::event("x".repeat(SIZE))).unwrap();
+                Next::Continue
+            },
+        )
+    })
+    .write_timeout(Duration::from_millis(1000));
+    let server = support::start(builder).await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while total < SIZE {
+        let n = client.stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the stream was cut off after {total} bytes");
+        total += n;
+        // At most ~6 MB/s: the event takes seconds to read, longer than
+        // the write timeout, while no single stall comes near it.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `SseOptions::write_timeout` overrides the server's (30 s here).
+#[tokio::test]
+async fn the_streams_own_write_timeout_overrides_the_servers() {
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    let server = serve(move |req: Request<Connection>| {
+        let ended = Ended(ended_tx.clone());
+        async move {
+            mist::server_sent_events_with_options(
+                req,
+                SseOptions::default().write_timeout(Duration::from_millis(300)),
+                Response::new(()),
+                move || {
+                    let flood = futures_util::stream::repeat(());
+                    Ok::<_, String>((ended, mist::Messages::from_stream(flood)))
+                },
+                |(), conn, _ended| {
+                    let _ = mist::send_event(conn, mist::event("x".repeat(64 * 1024)));
+                    Next::Continue
+                },
+            )
+        }
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    client.send(get("/events")).await;
+    tokio::time::timeout(support::SAFETY_TIMEOUT, ended.recv())
+        .await
+        .expect("the stream ends after its own write timeout")
+        .unwrap();
+}

@@ -398,6 +398,38 @@ async fn tcp_drop_still_runs_on_close() {
     assert_eq!(next_event(&mut events).await, Event::OnClose(1));
 }
 
+/// A client that sends but never reads is let go after the endpoint's
+/// write timeout (here shorter than the server's 30 s): its echoes fill
+/// the socket, the write stalls, and the connection ends.
+#[tokio::test]
+async fn a_client_that_never_reads_is_let_go_after_the_write_timeout() {
+    let options = WebsocketOptions::default()
+        .compression(false)
+        .max_pending_output(1 << 30)
+        .write_timeout(Duration::from_millis(300));
+    let (server, mut events) = echo_server(options).await;
+    let raw = Raw::connect(&server, b"").await;
+    assert_eq!(next_event(&mut events).await, Event::Init);
+    let (_reader, mut writer) = raw.stream.into_split();
+    // 64 MiB of 1 MiB messages: far more than the socket buffers hold.
+    let message = frame(true, 0x2, &vec![7u8; 1 << 20]);
+    let flood = tokio::spawn(async move {
+        for _ in 0..64 {
+            if writer.write_all(&message).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        match next_event(&mut events).await {
+            Event::OnClose(_) => break,
+            Event::Closed => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    flood.abort();
+}
+
 #[tokio::test]
 async fn server_shutdown_delivers_shutdown_then_closes_with_1001() {
     let (server, mut events) = echo_server(WebsocketOptions::default()).await;

@@ -88,7 +88,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// stream: it left. Dropped before its end, the stream ends as a TCP
 /// connection closed without a shutdown would: with `END_STREAM`, the
 /// FIN's equivalent (RFC 8441 §5), or reset with `INTERNAL_ERROR` after
-/// [`Socket::reset_on_close`] (where a socket would send RST). A stream
+/// [`Socket::reset_on_close`] (where a socket would send RST) or when
+/// dropped by a panic. A stream
 /// dropped while a write waited for the client's window is reset
 /// (`CANCEL`) instead: its end would queue behind bytes the client does
 /// not take, and hold the stream open for as long as it does not.
@@ -230,7 +231,10 @@ impl Drop for StreamIo {
         if self.ended {
             return;
         }
-        if self.failed.load(Ordering::Relaxed) {
+        // Dropped while unwinding (an application's stream of messages
+        // panicked): a socket would only close, but a clean end here would
+        // pass for a whole response.
+        if self.failed.load(Ordering::Relaxed) || std::thread::panicking() {
             self.send.send_reset(Reason::INTERNAL_ERROR);
         } else if self.write_waiting || self.send.send_data(Bytes::new(), true).is_err() {
             // Already reset by the client, or the connection is gone.

@@ -7,7 +7,9 @@ use super::{
     MessageEncoder,
 };
 use crate::body::Connection;
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, Handover, OutputWake, Socket};
+use crate::io::{
+    deadline_after, poll_deadline, timed, write_all_stalled, Deadline, Handover, OutputWake, Socket,
+};
 use crate::messages::Messages;
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
@@ -994,14 +996,7 @@ async fn flush(
             }
             out.buf.split().freeze()
         };
-        let write = async {
-            io.write_all(&pending).await?;
-            io.flush().await
-        };
-        match timed(timer, Deadline::After(timeout), write).await {
-            Ok(result) => result?,
-            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
-        }
+        write_all_stalled(io, &pending, timer, timeout).await?;
     }
     Ok(())
 }
