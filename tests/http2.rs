@@ -94,6 +94,40 @@ async fn get(client: &mut SendRequest<Bytes>, path: &str) -> (http::response::Pa
     complete(send(client, request(Method::GET, path), b"").await).await
 }
 
+/// Reads a body to its end, which must be a reset (`why` says why).
+async fn body_reset(body: &mut h2::RecvStream, why: &str) -> h2::Error {
+    tokio::time::timeout(SAFETY_TIMEOUT, async {
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("{why}"),
+            }
+        }
+    })
+    .await
+    .expect("the reset reaches the client")
+}
+
+/// A response that must end in a reset, with its head unless the reset
+/// overtook it on its way to this task.
+async fn response_reset(
+    response: ResponseFuture,
+    why: &str,
+) -> (Option<http::response::Parts>, h2::Error) {
+    match tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .expect("an answer in time")
+    {
+        Ok(response) => {
+            let (head, mut body) = response.into_parts();
+            let reset = body_reset(&mut body, why).await;
+            (Some(head), reset)
+        }
+        Err(reset) => (None, reset),
+    }
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -361,23 +395,11 @@ async fn declared_lengths_of_streams_and_bodiless_heads_are_kept() {
     assert!(body.is_empty());
 
     let response = send(&mut client, request(Method::GET, "/shorter"), b"").await;
-    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
-        // The reset may overtake the head on its way to this task.
-        let (head, mut body) = match response.await {
-            Ok(response) => response.into_parts(),
-            Err(err) => return err,
-        };
+    let (head, failure) =
+        response_reset(response, "a body 15 bytes short must not end cleanly").await;
+    if let Some(head) = head {
         assert_eq!(head.headers["content-length"], "20");
-        loop {
-            match body.data().await {
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => return err,
-                None => panic!("a body 15 bytes short must not end cleanly"),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    }
     assert_eq!(failure.reason(), Some(Reason::INTERNAL_ERROR));
     // The connection carries on.
     let (head, _) = get(&mut client, "/exact").await;
@@ -1362,17 +1384,11 @@ async fn an_event_stream_to_a_client_granting_no_window_is_reset_after_the_write
         .await
         .expect("the stream ends after the write timeout")
         .unwrap();
-    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
-        loop {
-            match body.data().await {
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => return err,
-                None => panic!("the stream must be reset, not ended behind stalled bytes"),
-            }
-        }
-    })
-    .await
-    .expect("the reset reaches the client");
+    let failure = body_reset(
+        &mut body,
+        "the stream must be reset, not ended behind stalled bytes",
+    )
+    .await;
     assert_eq!(failure.reason(), Some(Reason::CANCEL));
 }
 
@@ -1407,21 +1423,11 @@ async fn an_event_stream_whose_source_panics_is_reset() {
     .await;
     let (mut client, _conn) = connect(&server).await;
     let response = send(&mut client, request(Method::GET, "/events"), b"").await;
-    let failure = tokio::time::timeout(SAFETY_TIMEOUT, async {
-        let (_, mut body) = match response.await {
-            Ok(response) => response.into_parts(),
-            Err(err) => return err,
-        };
-        loop {
-            match body.data().await {
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => return err,
-                None => panic!("a stream cut short by a panic must not end cleanly"),
-            }
-        }
-    })
-    .await
-    .expect("the reset reaches the client");
+    let (_, failure) = response_reset(
+        response,
+        "a stream cut short by a panic must not end cleanly",
+    )
+    .await;
     assert_eq!(failure.reason(), Some(Reason::INTERNAL_ERROR));
     // The connection carries on.
     let (head, _) = get(&mut client, "/hello").await;

@@ -443,14 +443,20 @@ impl Drop for Ended {
 }
 
 /// A stream of 64 KiB events as fast as the client takes them, whose
-/// state reports its end; the server's write timeout is 300 ms.
-async fn flooding_server() -> (mist::Server, mpsc::UnboundedReceiver<()>) {
+/// state reports its end; with these options, and this write timeout for
+/// the server (its default when `None`).
+async fn flooding_server(
+    options: SseOptions,
+    server_write_timeout: Option<Duration>,
+) -> (mist::Server, mpsc::UnboundedReceiver<()>) {
     let (ended_tx, ended) = mpsc::unbounded_channel();
     let builder = mist::new(move |req: Request<Connection>| {
         let ended = Ended(ended_tx.clone());
+        let options = options.clone();
         async move {
-            mist::server_sent_events(
+            mist::server_sent_events_with_options(
                 req,
+                options,
                 Response::new(()),
                 move || {
                     let flood = futures_util::stream::repeat(());
@@ -462,9 +468,26 @@ async fn flooding_server() -> (mist::Server, mpsc::UnboundedReceiver<()>) {
                 },
             )
         }
-    })
-    .write_timeout(Duration::from_millis(300));
+    });
+    let builder = match server_write_timeout {
+        Some(timeout) => builder.write_timeout(timeout),
+        None => builder,
+    };
     (support::start(builder).await, ended)
+}
+
+/// Reads nothing from a flooding stream until it has ended.
+async fn stop_reading_until_ended(
+    server: &mist::Server,
+    ended: &mut mpsc::UnboundedReceiver<()>,
+) -> Client {
+    let mut client = Client::connect(server).await;
+    client.send(get("/events")).await;
+    tokio::time::timeout(support::SAFETY_TIMEOUT, ended.recv())
+        .await
+        .expect("the stream ends after the write timeout, not the old 30 s")
+        .unwrap();
+    client
 }
 
 /// A client that stops reading is let go after the server's write timeout
@@ -472,14 +495,9 @@ async fn flooding_server() -> (mist::Server, mpsc::UnboundedReceiver<()>) {
 /// fixed 30 s.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_let_go_after_the_servers_write_timeout() {
-    let (server, mut ended) = flooding_server().await;
-    let mut client = Client::connect(&server).await;
-    client.send(get("/events")).await;
-    // The client reads nothing until the stream has ended.
-    tokio::time::timeout(support::SAFETY_TIMEOUT, ended.recv())
-        .await
-        .expect("the stream ends after the write timeout, not 30 s")
-        .unwrap();
+    let server_timeout = Some(Duration::from_millis(300));
+    let (server, mut ended) = flooding_server(SseOptions::default(), server_timeout).await;
+    let mut client = stop_reading_until_ended(&server, &mut ended).await;
     assert!(
         tokio::time::timeout(support::SAFETY_TIMEOUT, client.read_to_close())
             .await
@@ -529,30 +547,7 @@ async fn the_write_timeout_bounds_stalls_not_slow_steady_readers() {
 /// `SseOptions::write_timeout` overrides the server's (30 s here).
 #[tokio::test]
 async fn the_streams_own_write_timeout_overrides_the_servers() {
-    let (ended_tx, mut ended) = mpsc::unbounded_channel();
-    let server = serve(move |req: Request<Connection>| {
-        let ended = Ended(ended_tx.clone());
-        async move {
-            mist::server_sent_events_with_options(
-                req,
-                SseOptions::default().write_timeout(Duration::from_millis(300)),
-                Response::new(()),
-                move || {
-                    let flood = futures_util::stream::repeat(());
-                    Ok::<_, String>((ended, mist::Messages::from_stream(flood)))
-                },
-                |(), conn, _ended| {
-                    let _ = mist::send_event(conn, mist::event("x".repeat(64 * 1024)));
-                    Next::Continue
-                },
-            )
-        }
-    })
-    .await;
-    let mut client = Client::connect(&server).await;
-    client.send(get("/events")).await;
-    tokio::time::timeout(support::SAFETY_TIMEOUT, ended.recv())
-        .await
-        .expect("the stream ends after its own write timeout")
-        .unwrap();
+    let options = SseOptions::default().write_timeout(Duration::from_millis(300));
+    let (server, mut ended) = flooding_server(options, None).await;
+    stop_reading_until_ended(&server, &mut ended).await;
 }
