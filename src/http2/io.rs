@@ -87,12 +87,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// sends nothing, a read ends (with no bytes) when the client resets the
 /// stream: it left. Dropped before its end, the stream ends as a TCP
 /// connection closed without a shutdown would: with `END_STREAM`, the
-/// FIN's equivalent (RFC 8441 §5), or reset with `INTERNAL_ERROR` after
-/// [`Socket::reset_on_close`] (where a socket would send RST) or when
-/// dropped by a panic. A stream
-/// dropped while a write waited for the client's window is reset
-/// (`CANCEL`) instead: its end would queue behind bytes the client does
-/// not take, and hold the stream open for as long as it does not.
+/// FIN's equivalent (RFC 8441 §5). It is reset instead with
+/// `INTERNAL_ERROR` after [`Socket::reset_on_close`] (where a socket would
+/// send RST) or when dropped by a panic, and with `CANCEL` when dropped
+/// while a write waited for the client's window: its end would queue
+/// behind bytes the client does not take, and hold the stream open for as
+/// long as it does not.
 pub(super) struct StreamIo {
     send: SendStream<Bytes>,
     /// The client's side of a tunnel, until it ends.
