@@ -3,6 +3,7 @@
 
 use futures_core::Stream;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::broadcast::error::RecvError;
@@ -82,7 +83,9 @@ impl Messages<std::convert::Infallible> {
 impl<M> Messages<M> {
     /// Messages from any stream. It is polled on the connection's task,
     /// within tokio's cooperative budget, so a stream that is always ready
-    /// cannot keep the task from yielding.
+    /// cannot keep the task from yielding. A stream that panics ends its
+    /// connection as a panicking handler would: a WebSocket closes with
+    /// 1011, an event stream is cut off without a clean end.
     ///
     /// ```
     /// use mist::Messages;
@@ -107,21 +110,36 @@ impl<M> Messages<M> {
         }
     }
 
-    /// The next message; `None` once the source has ended.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
-        match &mut self.source {
+    /// The next message. A stream of the application's that panics is
+    /// reported as such (the loop then ends as for a panicking handler),
+    /// and must not be polled again.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Polled<M>> {
+        let next = match &mut self.source {
             Source::Bounded(rx) => rx.poll_recv(cx),
             Source::Unbounded(rx) => rx.poll_recv(cx),
             Source::Stream(stream) => {
                 let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-                let next = stream.as_mut().poll_next(cx);
+                let Ok(next) = catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)))
+                else {
+                    return Poll::Ready(Polled::Panicked);
+                };
                 if next.is_ready() {
                     coop.made_progress();
                 }
                 next
             }
-        }
+        };
+        next.map(|next| next.map_or(Polled::Ended, Polled::Message))
     }
+}
+
+/// What a poll of a [`Messages`] source gave.
+pub(crate) enum Polled<M> {
+    Message(M),
+    /// The source has ended (every sender dropped, the stream done).
+    Ended,
+    /// The application's stream panicked.
+    Panicked,
 }
 
 impl<M> From<mpsc::Receiver<M>> for Messages<M> {

@@ -4,7 +4,7 @@
 use crate::body::Connection;
 use crate::h1::encode::{encode_chunk_size, LAST_CHUNK};
 use crate::io::{timed, write_all_stalled, Deadline, Handover, OutputWake, Socket};
-use crate::messages::Messages;
+use crate::messages::{Messages, Polled};
 use crate::response::ResponseData;
 use crate::ws::actor::{Next, SendError};
 use bytes::{BufMut, BytesMut};
@@ -360,10 +360,12 @@ impl fmt::Debug for SseStream {
 /// out with `content-type: text/event-stream` and `cache-control: no-cache`
 /// (its body is ignored). Then `loop_` runs for every message, sending
 /// events with [`send_event`]; it takes `(message, connection, state)`,
-/// as mist's does, the other way round from a [`websocket`](crate::websocket)
-/// handler's `(state, connection, message)`. The stream ends cleanly when the loop stops
-/// or its source ends; it ends at once, and the loop's task with it, when
-/// the client leaves.
+/// as mist's does, the other way round from a
+/// [`websocket`](crate::websocket) handler's `(state, connection,
+/// message)`. The stream ends cleanly when the loop stops or its source
+/// ends; it ends at once, and the loop's task with it, when the client
+/// leaves; it is cut off without a clean end (a reset) when the loop or
+/// its source panics, or the loop answers [`Next::AbnormalStop`].
 ///
 /// A feed that every client sees is a `broadcast` channel, with each
 /// stream subscribed: no task per client, and a client that falls behind
@@ -514,7 +516,7 @@ enum End {
 }
 
 enum Event<M> {
-    Message(Option<M>),
+    Message(Polled<M>),
     Woken,
     KeepAlive,
     ClientRead(std::io::Result<usize>),
@@ -595,7 +597,7 @@ async fn run<State, Message, Loop>(
             .await
         };
         match event {
-            Event::Message(Some(message)) => {
+            Event::Message(Polled::Message(message)) => {
                 shared.wake.callback_starts();
                 match catch_unwind(AssertUnwindSafe(|| loop_(message, &conn, &mut state))) {
                     Ok(Next::Continue) => {}
@@ -611,7 +613,11 @@ async fn run<State, Message, Loop>(
                     }
                 }
             }
-            Event::Message(None) | Event::Shutdown => break End::Done,
+            Event::Message(Polled::Ended) | Event::Shutdown => break End::Done,
+            Event::Message(Polled::Panicked) => {
+                error!("server-sent events message source panicked; resetting the stream");
+                break End::Failed;
+            }
             Event::Woken => {}
             Event::KeepAlive => shared.lock().buf.put_slice(b": keep-alive\n\n"),
             Event::ClientRead(Ok(n)) if n > 0 => {}

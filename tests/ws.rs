@@ -388,6 +388,50 @@ async fn stop_and_abnormal_stop_close_with_1000_and_1011() {
     }
 }
 
+/// A source of custom messages that panics closes the connection with
+/// 1011, as a panicking handler does; `on_close` runs once.
+#[tokio::test]
+async fn a_panicking_message_source_closes_with_1011() {
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let server = serve(move |req: Request<Connection>| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            mist::websocket(
+                req,
+                |_conn| {
+                    let mut polls = 0;
+                    let source = futures_util::stream::poll_fn(move |_| {
+                        polls += 1;
+                        if polls > 1 {
+                            panic!("the message source panics on purpose");
+                        }
+                        std::task::Poll::Ready(Some("first".to_string()))
+                    });
+                    ((), Some(mist::Messages::from_stream(source)))
+                },
+                |(), conn, message| {
+                    if let WebsocketMessage::Custom(text) = message {
+                        let _ = mist::send_text_frame(conn, &text);
+                    }
+                    Next::Continue
+                },
+                move |()| {
+                    let _ = closed_tx.send(());
+                },
+            )
+        }
+    })
+    .await;
+    let mut raw = Raw::connect(&server, b"").await;
+    assert_eq!(raw.read_frame().await, Some((1, b"first".to_vec())));
+    assert_eq!(raw.close_code().await, Some(1011));
+    raw.send(&frame(true, 8, &1011u16.to_be_bytes())).await;
+    tokio::time::timeout(SAFETY_TIMEOUT, closed.recv())
+        .await
+        .expect("on_close ran")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn tcp_drop_still_runs_on_close() {
     let (server, mut events) = echo_server(WebsocketOptions::default()).await;

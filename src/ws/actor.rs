@@ -10,7 +10,7 @@ use crate::body::Connection;
 use crate::io::{
     deadline_after, poll_deadline, timed, write_all_stalled, Deadline, Handover, OutputWake, Socket,
 };
-use crate::messages::Messages;
+use crate::messages::{Messages, Polled};
 use crate::response::ResponseData;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -535,7 +535,8 @@ impl WebsocketUpgrade {
 ///
 /// Pings are answered, fragmented messages reassembled, text checked as
 /// UTF-8, and `permessage-deflate` accepted when offered. A panicking
-/// handler closes the connection with 1011; the server carries on.
+/// handler, or source of custom messages, closes the connection with
+/// 1011; the server carries on.
 ///
 /// Over HTTP/2 ([`Builder::with_http2`](crate::Builder::with_http2)) the
 /// same call takes a browser's extended CONNECT (RFC 8441), which the
@@ -874,13 +875,18 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
                 let _ = deliver(WebsocketMessage::Closed, &mut custom);
                 break End::Gone;
             }
-            Event::Custom(Some(message)) => {
+            Event::Custom(Polled::Message(message)) => {
                 if let Some(end) = deliver(WebsocketMessage::Custom(message), &mut custom) {
                     break end;
                 }
             }
             // The application dropped its sender: no more custom messages.
-            Event::Custom(None) => custom = None,
+            Event::Custom(Polled::Ended) => custom = None,
+            Event::Custom(Polled::Panicked) => {
+                error!("WebSocket message source panicked; closing with 1011");
+                queue_close(&shared, CloseCode::INTERNAL_ERROR, "internal error");
+                break End::ServerClosed;
+            }
             Event::Woken => {}
             Event::Shutdown => {
                 let _ = deliver(WebsocketMessage::Shutdown, &mut custom);
@@ -950,7 +956,7 @@ async fn run<State, Custom, Source, Init, Handler, Close>(
 
 enum Event<Custom> {
     Read(std::io::Result<usize>),
-    Custom(Option<Custom>),
+    Custom(Polled<Custom>),
     Woken,
     Shutdown,
     /// The silence timer fired.
