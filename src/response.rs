@@ -6,6 +6,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tracing::warn;
 
 /// The error type a chunked stream may fail with.
 ///
@@ -210,13 +211,35 @@ impl ChunkedBody {
             .unwrap_or_else(|_| Poll::Ready(Some(Err("the response stream panicked".into()))))
     }
 
-    /// Once the stream has given every byte of its declared
-    /// `content-length`: whether it has more bytes ready now, which the
-    /// response cannot carry. Never waits: the response is whole, and a
+    /// For a stream with a declared `content-length`, of which `left`
+    /// bytes are still to send: counts `chunk` off, cut to what is left,
+    /// and says whether more may follow. Once the length is reached the
+    /// stream is not waited for: it is only looked at once more, for
+    /// bytes beyond the length, which the response cannot carry (a
+    /// warning: the handler's mistake). Both engines frame a declared
+    /// length with this.
+    pub(crate) fn fit(&mut self, chunk: &mut Bytes, left: &mut u64) -> Fit {
+        let len = chunk.len() as u64;
+        if len < *left {
+            *left -= len;
+            return Fit::More;
+        }
+        let overflowed = len > *left || self.overflows_now();
+        chunk.truncate(*left as usize);
+        *left = 0;
+        if overflowed {
+            warn!("response stream longer than its content-length; the rest is not sent");
+            return Fit::Overflowed;
+        }
+        Fit::Last
+    }
+
+    /// Whether the stream has more bytes ready now. Never waits: a
     /// stream that would only end later (a proxy's upstream that stays
     /// open, a channel whose sender is kept) must not hold up the
-    /// connection; nor does an error after the last byte spoil it.
-    pub(crate) fn overflows_now(&mut self) -> bool {
+    /// connection; nor does an error after the last byte spoil the
+    /// response.
+    fn overflows_now(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // Empty chunks are skipped, a bounded number of them: a stream
         // that yields nothing else must not hold the connection either.
@@ -229,6 +252,28 @@ impl ChunkedBody {
         }
         false
     }
+}
+
+/// Where a piece leaves a stream with a declared length ([`ChunkedBody::fit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Below the length: more pieces follow.
+    More,
+    /// The length is reached, and the stream had nothing more ready.
+    Last,
+    /// The length is reached, and the stream had more: not sent.
+    Overflowed,
+}
+
+/// What a stream that ended `short` bytes before its declared
+/// `content-length` is told: the response must not look whole, so it is
+/// reset (the handler's mistake, a warning).
+pub(crate) fn ended_short(short: u64) -> &'static str {
+    warn!(
+        short,
+        "response stream ended before its content-length; resetting"
+    );
+    "response stream shorter than its content-length"
 }
 
 impl fmt::Debug for ChunkedBody {

@@ -16,9 +16,9 @@ use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket, StopWatch};
-use crate::response::{plain_response, ChunkedBody, ResponseData};
+use crate::response::{ended_short, plain_response, ChunkedBody, Fit, ResponseData};
 use crate::tls::PeerCertificates;
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::uri::Scheme;
 use http::{response, Method, Request, Response, StatusCode, Version};
 use std::future::{poll_fn, Future};
@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{debug, error, trace, warn};
+use tracing::{debug, error, trace};
 
 /// What a connection needs besides its stream and the handler.
 pub(crate) struct ConnContext {
@@ -844,18 +844,12 @@ async fn write_chunks<S: Socket>(
         Framing::Length(n) => Some(n),
         _ => None,
     };
-    loop {
-        if left == Some(0) {
-            // Whole: the stream is not waited for any more.
-            if !chunks.overflows_now() {
-                return Ok(());
-            }
-            warn!("response stream longer than its content-length; the rest is not sent");
-            out.flush(write_buf, config).await?;
-            return Err(io::Error::other(
-                "response stream longer than its content-length",
-            ));
-        }
+    // A declared length of 0 takes no piece: the stream is only looked at.
+    let mut fit = match left {
+        Some(0) => chunks.fit(&mut Bytes::new(), &mut 0),
+        _ => Fit::More,
+    };
+    while fit == Fit::More {
         let next = match poll_fn(|cx| Poll::Ready(chunks.poll_chunk(cx))).await {
             Poll::Ready(next) => next,
             Poll::Pending => {
@@ -868,19 +862,9 @@ async fn write_chunks<S: Socket>(
                 if chunk.is_empty() {
                     continue;
                 }
-                let overflow = match &mut left {
-                    Some(left) if chunk.len() as u64 > *left => {
-                        chunk.truncate(*left as usize);
-                        *left = 0;
-                        true
-                    }
-                    // Reaching 0 is checked at the top of the loop.
-                    Some(left) => {
-                        *left -= chunk.len() as u64;
-                        false
-                    }
-                    None => false,
-                };
+                if let Some(left) = &mut left {
+                    fit = chunks.fit(&mut chunk, left);
+                }
                 if framed {
                     encode_chunk_size(write_buf, chunk.len());
                 }
@@ -892,15 +876,6 @@ async fn write_chunks<S: Socket>(
                 }
                 if framed {
                     write_buf.put_slice(b"\r\n");
-                }
-                if overflow {
-                    // The response is whole; the connection cannot carry
-                    // on with the stream unread.
-                    warn!("response stream longer than its content-length; the rest is not sent");
-                    out.flush(write_buf, config).await?;
-                    return Err(io::Error::other(
-                        "response stream longer than its content-length",
-                    ));
                 }
                 if write_buf.len() >= WRITE_BUFFER_FLUSH {
                     out.flush(write_buf, config).await?;
@@ -917,15 +892,10 @@ async fn write_chunks<S: Socket>(
             }
             None => {
                 if let Some(short @ 1..) = left {
-                    warn!(
-                        short,
-                        "response stream ended before its content-length; resetting the connection"
-                    );
+                    let why = ended_short(short);
                     let _ = out.flush(write_buf, config).await;
                     out.abort();
-                    return Err(io::Error::other(
-                        "response stream shorter than its content-length",
-                    ));
+                    return Err(io::Error::other(why));
                 }
                 if framed {
                     write_buf.put_slice(LAST_CHUNK);
@@ -934,6 +904,15 @@ async fn write_chunks<S: Socket>(
             }
         }
     }
+    if fit == Fit::Overflowed {
+        // The response is whole; the connection closes after it rather
+        // than carry on beside a stream left unread.
+        out.flush(write_buf, config).await?;
+        return Err(io::Error::other(
+            "response stream longer than its content-length",
+        ));
+    }
+    Ok(())
 }
 
 /// Where a chunked body goes: the connection's transport, or one that

@@ -32,8 +32,9 @@ pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
 /// closing or keeping an HTTP/1.0 connection open, `connection`: values
 /// the handler set for the first two are replaced by what the body really
 /// is (`framing`, which honours a handler's valid `content-length` on a
-/// stream and on a bodiless HEAD: see [`declared_length`]). A handler's own `date` wins over the cached one, which is brought
-/// up to date first when `check_clock` is set (see [`with_date`]).
+/// stream and on a bodiless HEAD: see [`declared_length`]). A handler's
+/// own `date` wins over the cached one, which is brought up to date first
+/// when `check_clock` is set (see [`with_date`]).
 ///
 /// Returns whether the handler's own `connection` field has the `close`
 /// option: found on the way, where a lookup in the map beforehand would

@@ -231,9 +231,10 @@ impl Drop for StreamIo {
         if self.ended {
             return;
         }
-        // Dropped while unwinding (an application's stream of messages
-        // panicked): a socket would only close, but a clean end here would
-        // pass for a whole response.
+        // Dropped while unwinding: a socket would only close, but a clean
+        // end here would pass for a whole response. (The application's
+        // callbacks and message sources are caught before; this is for a
+        // panic of mist's own.)
         if self.failed.load(Ordering::Relaxed) || std::thread::panicking() {
             self.send.send_reset(Reason::INTERNAL_ERROR);
         } else if self.write_waiting || self.send.send_data(Bytes::new(), true).is_err() {

@@ -20,7 +20,7 @@ use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
-use crate::response::{plain_response, BoxError, ChunkedBody, ResponseData};
+use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
 use crate::tls::PeerCertificates;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
-use tracing::{debug, error, trace, warn};
+use tracing::{debug, error, trace};
 
 /// Flow-control windows, per stream and per connection: how much a client
 /// may send before handlers read it. `h2`'s default of 64 KiB would cap an
@@ -713,7 +713,7 @@ async fn send_data(
 
 /// Sends a chunked body's pieces as they come (HTTP/2 has no chunk framing:
 /// each piece is DATA). A failed stream resets the stream, which tells the
-/// client the body is incomplete. With the `length` the handler declared,
+/// client the body is incomplete. With the length the handler declared,
 /// the stream must give exactly that many bytes: what goes beyond is not
 /// sent, and a stream that ends short is reset (the handler's mistake,
 /// logged as a warning), as over HTTP/1.1.
@@ -721,9 +721,8 @@ async fn send_chunks(
     stream: &mut SendStream<Bytes>,
     stall: &mut Stall,
     mut chunks: ChunkedBody,
-    length: Option<u64>,
+    mut left: Option<u64>,
 ) -> Result<(), Failure> {
-    let mut left = length;
     loop {
         let next = poll_fn(|cx| match chunks.poll_chunk(cx) {
             Poll::Ready(next) => Poll::Ready(Ok(next)),
@@ -732,33 +731,25 @@ async fn send_chunks(
             Poll::Pending => stream.poll_reset(cx).map(|_| Err(Failure::Gone)),
         })
         .await?;
-        match (next, &mut left) {
-            (Some(Ok(mut chunk)), Some(left)) if chunk.len() as u64 >= *left => {
-                // The declared length is reached: the stream ends here,
+        match next {
+            Some(Ok(mut chunk)) => {
+                let fit = match &mut left {
+                    Some(left) => chunks.fit(&mut chunk, left),
+                    None => Fit::More,
+                };
+                // The declared length reached: the stream ends here,
                 // without waiting for the handler's stream to end.
-                if chunk.len() as u64 > *left || chunks.overflows_now() {
-                    warn!("response stream longer than its content-length; the rest is not sent");
-                    chunk.truncate(*left as usize);
+                let last = fit != Fit::More;
+                send_data(stream, stall, chunk, last).await?;
+                if last {
+                    return Ok(());
                 }
-                return send_data(stream, stall, chunk, true).await;
             }
-            (Some(Ok(chunk)), left) => {
-                if let Some(left) = left {
-                    *left -= chunk.len() as u64;
-                }
-                send_data(stream, stall, chunk, false).await?;
-            }
-            (Some(Err(err)), _) => return Err(Failure::Failed(err)),
-            (None, Some(short)) => {
-                warn!(
-                    short = *short,
-                    "response stream ended before its content-length; resetting the stream"
-                );
-                return Err(Failure::Failed(
-                    "response stream shorter than its content-length".into(),
-                ));
-            }
-            (None, None) => return send_data(stream, stall, Bytes::new(), true).await,
+            Some(Err(err)) => return Err(Failure::Failed(err)),
+            None => match left {
+                Some(short @ 1..) => return Err(Failure::Failed(ended_short(short).into())),
+                _ => return send_data(stream, stall, Bytes::new(), true).await,
+            },
         }
     }
 }
