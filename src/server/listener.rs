@@ -68,10 +68,9 @@ pub(super) fn bind(interface: &str, port: u16, ipv6: bool) -> Result<Vec<Listene
     for target in targets(interface, ipv6)? {
         // A second listener (`::1` beside `127.0.0.1`) takes the port the
         // first one got, so that port 0 means one port for both.
-        let port = match listeners.first().map(Listener::local_addr) {
-            Some(Ok(addr)) => addr.port(),
-            _ => port,
-        };
+        let port = listeners
+            .first()
+            .map_or(port, |first| first.local_addr().port());
         let address = SocketAddr::new(target.ip, port);
         match bind_one(address, target.dual_stack) {
             Ok(listener) => listeners.push(listener),
@@ -152,10 +151,13 @@ pub(super) struct Listener {
     io: tokio::io::unix::AsyncFd<std::net::TcpListener>,
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     io: TcpListener,
+    /// Where it listens, read once when it is made.
+    addr: SocketAddr,
 }
 
 impl Listener {
     fn new(listener: std::net::TcpListener) -> io::Result<Listener> {
+        let addr = listener.local_addr()?;
         // Deprecated in tokio 1.54 for types whose descriptor can change
         // under the `AsyncFd` (tokio#8587); a `std::net::TcpListener` owns
         // its one descriptor for its whole life, which is the condition the
@@ -166,14 +168,11 @@ impl Listener {
         let io = tokio::io::unix::AsyncFd::with_interest(listener, tokio::io::Interest::READABLE)?;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let io = TcpListener::from_std(listener)?;
-        Ok(Listener { io })
+        Ok(Listener { io, addr })
     }
 
-    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        return self.io.get_ref().local_addr();
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        return self.io.local_addr();
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Accepts the next connection, or registers the waker.
@@ -248,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn accepted_sockets_inherit_tcp_nodelay() {
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        let client = tokio::net::TcpStream::connect(listener.local_addr())
             .await
             .unwrap();
         let (accepted, _) = std::future::poll_fn(|cx| listener.poll_accept(cx))
@@ -265,7 +264,7 @@ mod tests {
     async fn accepted_sockets_are_read_when_bytes_arrive() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.local_addr();
         let accept = || std::future::poll_fn(|cx| listener.poll_accept(cx));
         let within = std::time::Duration::from_secs(10);
 

@@ -276,8 +276,7 @@ pub(crate) async fn start<H: Handler<Connection>>(
     options: Options,
     handler: Arc<H>,
 ) -> Result<Server, StartError> {
-    let adopted = !options.listeners.is_empty();
-    let listeners = if adopted {
+    let listeners = if !options.listeners.is_empty() {
         options
             .listeners
             .into_iter()
@@ -290,14 +289,7 @@ pub(crate) async fn start<H: Handler<Connection>>(
     let addrs = listeners
         .iter()
         .map(listener::Listener::local_addr)
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|source| match adopted {
-            true => StartError::Listener(source),
-            false => StartError::Bind {
-                address: SocketAddr::from(([0, 0, 0, 0], options.port)),
-                source,
-            },
-        })?;
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(None);
     let (done_tx, done_rx) = watch::channel(false);
     let scheme = match options.scheme {
