@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    echo_handler, start, start_tls, text, tls_client_config, write_leaf, Client, TestCa, TestDir,
-    TlsClient, SAFETY_TIMEOUT,
+    echo_handler, ring, root_store, start, start_tls, text, tls_client_config,
+    tls_client_config_with, write_leaf, Client, TestCa, TestDir, TlsClient, SAFETY_TIMEOUT,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -497,16 +497,10 @@ async fn tls_1_2_and_1_3_are_both_served() {
     let fx = fixture("versions");
     let server = serve_tls(&fx).await;
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(fx.ca.pem.as_bytes()).unwrap())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(ring())
             .with_protocol_versions(&[version])
             .unwrap()
-            .with_root_certificates(roots)
+            .with_root_certificates(root_store(&fx.ca.pem))
             .with_no_client_auth();
         let mut client = TlsClient::connect_tls(server.port(), &Arc::new(config)).await;
         assert_eq!(
@@ -749,10 +743,6 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
 // A rustls configuration of the caller's: client certificates
 // ---------------------------------------------------------------------------
 
-fn ring() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A server configuration for the fixture's certificate that asks for
 /// client certificates from `clients` (and requires one unless
 /// `optional`).
@@ -763,12 +753,8 @@ fn client_auth_config(
 ) -> mist::rustls::ServerConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(clients.pem.as_bytes()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring());
+    let roots = Arc::new(root_store(&clients.pem));
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, ring());
     let verifier = match optional {
         true => verifier.allow_unauthenticated(),
         false => verifier,
@@ -788,24 +774,7 @@ fn client_auth_config(
 
 /// The fixture's client configuration, presenting `leaf` when asked.
 fn client_with_certificate(fx: &Fixture, leaf: &support::Leaf) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(fx.ca.pem.as_bytes()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(ring())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    tls_client_config_with(&fx.ca.pem, Some(leaf))
 }
 
 async fn start_with_config<H: mist::Handler<Connection>>(

@@ -436,22 +436,53 @@ pub async fn start_tls<H: Handler<Connection>>(
         .expect("HTTPS server starts")
 }
 
-/// A rustls client configuration trusting only `ca_pem`, offering ALPN
-/// `http/1.1`.
-pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+/// The certificates of `ca_pem`, trusted.
+pub fn root_store(ca_pem: &str) -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("trust the CA");
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    roots
+}
+
+/// The `ring` provider, named rather than rustls' process-wide default.
+pub fn ring() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client configuration trusting only `ca_pem`, offering ALPN
+/// `http/1.1`, and presenting `client`'s certificate when asked.
+pub fn tls_client_config_with(
+    ca_pem: &str,
+    client: Option<&Leaf>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let builder = rustls::ClientConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(root_store(ca_pem));
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(leaf) => {
+            let chain = CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("the client's PEM chain");
+            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("its key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("a usable client certificate")
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     std::sync::Arc::new(config)
+}
+
+/// A rustls client configuration trusting only `ca_pem`, offering ALPN
+/// `http/1.1`.
+pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    tls_client_config_with(ca_pem, None)
 }
 
 /// A raw HTTP/1.1 client over TLS (rustls, verifying the server's
