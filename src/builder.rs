@@ -99,9 +99,10 @@ type AfterStart = Arc<dyn Fn(u16, Scheme, IpAddress) + Send + Sync>;
 /// `B` is the request body type the handler takes: [`Connection`] (the
 /// default: the body stays on the socket until read) or `Bytes` (read
 /// before the handler runs; see [`Builder::read_request_body`]). Only a
-/// `Builder<_, Connection>` can start, so the compiler checks the choice:
-/// a handler taking `Request<Bytes>` has no `start_http` until
-/// `read_request_body` says how much to read.
+/// `Builder<_, Connection>` can start ([`Startable`]), so the compiler
+/// checks the choice: a handler taking `Request<Bytes>` cannot call
+/// `start_http` until `read_request_body` says how much to read, and the
+/// compiler's error says so.
 ///
 /// ```no_run
 /// use http::{Request, Response};
@@ -127,7 +128,10 @@ pub struct Builder<H, B = Connection> {
     ipv6: bool,
     /// Listeners the caller bound ([`Builder::listener`]).
     listeners: Vec<std::net::TcpListener>,
-    after_start: AfterStart,
+    /// Unix domain sockets the caller bound ([`Builder::unix_listener`]).
+    unix_listeners: Vec<std::os::unix::net::UnixListener>,
+    /// `None`: print the `Listening on` line.
+    after_start: Option<AfterStart>,
     config: Config,
     _body: PhantomData<fn(B)>,
 }
@@ -159,9 +163,19 @@ pub fn new<B, H: Handler<B>>(handler: H) -> Builder<H, B> {
         interface: "localhost".to_string(),
         ipv6: false,
         listeners: Vec::new(),
-        after_start: Arc::new(default_after_start),
+        unix_listeners: Vec::new(),
+        after_start: None,
         config: Config::default(),
         _body: PhantomData,
+    }
+}
+
+/// A Unix domain socket's address as text: `unix:` and its path (the
+/// abstract and unnamed addresses of Linux as `std` shows them).
+pub(crate) fn unix_addr_text(addr: &std::os::unix::net::SocketAddr) -> String {
+    match addr.as_pathname() {
+        Some(path) => format!("unix:{}", path.display()),
+        None => format!("unix:{addr:?}"),
     }
 }
 
@@ -251,9 +265,58 @@ impl<H, B> Builder<H, B> {
         self
     }
 
-    /// Replaces what runs once the server listens. The default prints
+    /// Serves on a Unix domain socket the caller has bound: for a reverse
+    /// proxy on the same machine (nginx's `proxy_pass http://unix:PATH`),
+    /// where the socket file's permissions decide who may connect. Like
+    /// [`Builder::listener`], it replaces [`Builder::port`],
+    /// [`Builder::bind`] and [`Builder::with_ipv6`], and each call adds one
+    /// listener; TCP and Unix listeners may be mixed.
+    ///
+    /// A request over a Unix domain socket is served as over TCP (files
+    /// go out with `sendfile(2)` too), except that it has no client
+    /// address: [`get_client_info`](crate::get_client_info) answers
+    /// [`ClientInfoUnavailable`](crate::ClientInfoUnavailable).
+    /// [`Server::unix_addrs`] lists these listeners;
+    /// [`Server::local_addrs`] lists only the TCP ones. A server with no
+    /// TCP listener does not run [`Builder::after_start`], which speaks of
+    /// ports; by default it prints `Listening on unix:PATH (http)`.
+    ///
+    /// mist neither creates nor removes the socket file: binding fails if
+    /// the file exists (a server that stopped without removing it), so
+    /// remove a stale one before binding, and the file after the server
+    /// has stopped. The listener must be listening, as for
+    /// [`Builder::listener`] (every `UnixListener` made by `bind` is).
+    ///
+    /// ```no_run
+    /// # use http::{Request, Response};
+    /// # use mist::{Connection, ResponseData};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = "/run/myapp/http.sock";
+    /// let _ = std::fs::remove_file(path); // left by an earlier run
+    /// let listener = std::os::unix::net::UnixListener::bind(path)?;
+    /// let server = mist::new(|_req: Request<Connection>| async {
+    ///     Response::new(ResponseData::from("Hello over a Unix socket"))
+    /// })
+    /// .unix_listener(listener)
+    /// .start_http()
+    /// .await?;
+    /// server.wait().await;
+    /// std::fs::remove_file(path)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// `curl --unix-socket /run/myapp/http.sock http://localhost/` talks
+    /// to it.
+    pub fn unix_listener(mut self, listener: std::os::unix::net::UnixListener) -> Self {
+        self.unix_listeners.push(listener);
+        self
+    }
+
+    /// Replaces what runs once the server listens, with the port, scheme
+    /// and address of its first TCP listener. The default prints
     /// `Listening on http://HOST:PORT` (`https://` for
-    /// [`Builder::start_https`]).
+    /// [`Builder::start_https`]). A server listening on Unix domain sockets
+    /// only does not run it (see [`Builder::unix_listener`]).
     ///
     /// ```
     /// # let builder = mist::new(|_: http::Request<mist::Connection>| async { http::Response::new(mist::ResponseData::empty()) });
@@ -266,7 +329,7 @@ impl<H, B> Builder<H, B> {
         mut self,
         after_start: impl Fn(u16, Scheme, IpAddress) + Send + Sync + 'static,
     ) -> Self {
-        self.after_start = Arc::new(after_start);
+        self.after_start = Some(Arc::new(after_start));
         self
     }
 
@@ -534,6 +597,7 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
             interface: self.interface,
             ipv6: self.ipv6,
             listeners: self.listeners,
+            unix_listeners: self.unix_listeners,
             after_start: self.after_start,
             config: self.config,
             _body: PhantomData,
@@ -541,7 +605,52 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
     }
 }
 
-impl<H: Handler<Connection>> Builder<H, Connection> {
+/// The request body a server can start with: [`Connection`], the body
+/// left on the socket for the handler to read. A handler that takes a
+/// `Request<Bytes>` starts once [`Builder::read_request_body`] has made
+/// it a handler of `Request<Connection>` (by reading the body first, with
+/// a limit): until then the compiler refuses `start_http` with a message
+/// that says so. Nothing else implements this trait.
+///
+/// ```compile_fail
+/// use http::{Request, Response};
+/// use mist::bytes::Bytes;
+/// # async fn run() {
+/// let server = mist::new(|req: Request<Bytes>| async move {
+///     Response::new(mist::ResponseData::from(req.into_body()))
+/// })
+/// .start_http() // error: call `read_request_body(limit, failure_response)` first
+/// .await;
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a server cannot start with a handler taking `Request<{Self}>`",
+    label = "the handler takes `Request<{Self}>`",
+    note = "call `.read_request_body(limit, failure_response)` before starting: it reads each body into `Bytes` first",
+    note = "or make the handler take `Request<mist::Connection>` and read the body with `mist::read_body` or `mist::stream`"
+)]
+pub trait Startable: sealed::Sealed + Sized {
+    /// The handler as the engine calls it.
+    #[doc(hidden)]
+    fn engine_handler<H: Handler<Self>>(handler: H) -> impl Handler<Connection>;
+}
+
+impl Startable for Connection {
+    fn engine_handler<H: Handler<Connection>>(handler: H) -> impl Handler<Connection> {
+        handler
+    }
+}
+
+mod sealed {
+    /// Only mist's own types are [`Startable`](super::Startable).
+    pub trait Sealed {}
+    impl Sealed for crate::body::Connection {}
+}
+
+/// The bounds are on each method, not on the block, so that a builder
+/// whose handler takes another body finds the method and is told why it
+/// cannot call it (see [`Startable`]).
+impl<H, B> Builder<H, B> {
     /// Binds the listener(s) and starts serving HTTP/1.1 on the current
     /// tokio runtime. Returns once the server is listening (after
     /// [`Builder::after_start`] has run); the server keeps running until
@@ -558,7 +667,11 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
     /// println!("port {}", server.port());
     /// # Ok(()) }
     /// ```
-    pub async fn start_http(self) -> Result<Server, StartError> {
+    pub async fn start_http(self) -> Result<Server, StartError>
+    where
+        B: Startable,
+        H: Handler<B>,
+    {
         self.start(None).await
     }
 
@@ -585,7 +698,11 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
         self,
         certfile: impl AsRef<Path>,
         keyfile: impl AsRef<Path>,
-    ) -> Result<Server, HttpsError> {
+    ) -> Result<Server, HttpsError>
+    where
+        B: Startable,
+        H: Handler<B>,
+    {
         let certificates =
             Certificates::load(certfile.as_ref(), keyfile.as_ref(), self.config.http2)?;
         Ok(self.start(Some(Arc::new(certificates))).await?)
@@ -648,13 +765,21 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
     pub async fn start_https_with_config(
         self,
         config: rustls::ServerConfig,
-    ) -> Result<Server, StartError> {
+    ) -> Result<Server, StartError>
+    where
+        B: Startable,
+        H: Handler<B>,
+    {
         let certificates = Certificates::custom(config, self.config.http2);
         self.start(Some(Arc::new(certificates))).await
     }
 
     /// Starts plain HTTP, or HTTPS with `tls`.
-    async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError> {
+    async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError>
+    where
+        B: Startable,
+        H: Handler<B>,
+    {
         let scheme = match tls {
             Some(_) => Scheme::Https,
             None => Scheme::Http,
@@ -664,13 +789,27 @@ impl<H: Handler<Connection>> Builder<H, Connection> {
             interface: self.interface,
             ipv6: self.ipv6,
             listeners: self.listeners,
+            unix_listeners: self.unix_listeners,
             config: self.config,
             scheme,
             tls,
         };
-        let server = server::start(options, Arc::new(self.handler)).await?;
-        let addr = server.local_addr();
-        (self.after_start)(addr.port(), scheme, IpAddress::from(addr.ip()));
+        let server = server::start(options, Arc::new(B::engine_handler(self.handler))).await?;
+        match (server.local_addrs().first(), self.after_start) {
+            (Some(addr), Some(after_start)) => {
+                after_start(addr.port(), scheme, IpAddress::from(addr.ip()));
+            }
+            (Some(addr), None) => {
+                default_after_start(addr.port(), scheme, IpAddress::from(addr.ip()));
+            }
+            // Only Unix domain sockets: `after_start` speaks of ports.
+            (None, Some(_)) => {}
+            (None, None) => {
+                if let Some(addr) = server.unix_addrs().first() {
+                    println!("Listening on {} ({scheme})", unix_addr_text(addr));
+                }
+            }
+        }
         Ok(server)
     }
 }
@@ -682,6 +821,7 @@ impl<H, B> fmt::Debug for Builder<H, B> {
             .field("interface", &self.interface)
             .field("ipv6", &self.ipv6)
             .field("listeners", &self.listeners)
+            .field("unix_listeners", &self.unix_listeners)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }

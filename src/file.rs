@@ -1,6 +1,6 @@
 //! Zero-copy file responses: `send_file` and the `sendfile(2)` loop.
 
-use crate::io::{timed, Deadline};
+use crate::io::{timed, Deadline, Plain};
 use crate::response::ResponseData;
 use bytes::BytesMut;
 use std::fmt;
@@ -10,7 +10,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 /// Most bytes one `sendfile` call is asked for: Linux moves at most
@@ -114,8 +113,8 @@ impl FileBody {
 /// Opens a file to send as a response body: mist's `send_file`.
 ///
 /// The body is `limit` bytes from `offset` (or the rest of the file when
-/// `limit` is `None`; never past the end of the file). On a plain TCP
-/// connection the kernel copies it to the socket with `sendfile(2)`: no
+/// `limit` is `None`; never past the end of the file). On a plain TCP or
+/// Unix connection the kernel copies it to the socket with `sendfile(2)`: no
 /// byte passes through user space and memory stays flat whatever the
 /// file's size. The response gets `content-length` of the bytes sent. If
 /// the file shrinks while it is sent, the connection is closed rather than
@@ -198,7 +197,7 @@ impl FileBody {
     /// accepts nothing for `timeout` is given up on.
     pub(crate) async fn send_zero_copy(
         self,
-        tcp: &TcpStream,
+        socket: &dyn Plain,
         timer: &mut Pin<Box<Sleep>>,
         timeout: Duration,
     ) -> io::Result<()> {
@@ -212,11 +211,16 @@ impl FileBody {
             .ok_or(io::ErrorKind::InvalidInput)?;
         while offset < end {
             let count = (end - offset).min(MAX_SENDFILE) as usize;
-            timed(timer, Deadline::After(timeout), tcp.writable())
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            let sent = tcp.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(tcp, &file, Some(&mut offset), count).map_err(io::Error::from)
+            timed(
+                timer,
+                Deadline::After(timeout),
+                std::future::poll_fn(|cx| socket.poll_write_ready(cx)),
+            )
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            let sent = socket.try_io(Interest::WRITABLE, &mut || {
+                rustix::fs::sendfile(socket.as_fd(), &file, Some(&mut offset), count)
+                    .map_err(io::Error::from)
             });
             match sent {
                 // The file ended before `length`: it shrank while being sent.

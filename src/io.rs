@@ -2,29 +2,45 @@
 
 use futures_util::task::AtomicWaker;
 use std::future::{poll_fn, Future};
+use std::os::fd::AsFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{Instant, Sleep};
 
-/// A connection's stream: plain TCP, or TLS over TCP (`src/tls.rs`).
+/// A connection's stream: plain TCP or a Unix domain socket, or TLS over
+/// either (`src/tls.rs`), or an HTTP/2 stream (`src/http2/io.rs`).
 /// Engines are generic over it; the one thing they ask beyond reading and
-/// writing is whether the kernel can send files straight into it.
+/// writing is whether the kernel can write into it directly (files with
+/// `sendfile(2)`, readiness without a read).
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The TCP socket underneath when bytes written to it reach the client
-    /// as they are, so `sendfile(2)` may write to it directly.
-    fn as_plain_tcp(&self) -> Option<&TcpStream>;
+    /// The kernel socket underneath when bytes written to it reach the
+    /// client as they are, so the kernel may write to it directly.
+    fn as_plain(&self) -> Option<&dyn Plain>;
 
     /// Makes closing the connection send a reset instead of a clean end.
     fn reset_on_close(&self);
 }
 
+/// What the engines ask of a kernel socket itself: its descriptor and its
+/// readiness (the same methods on tokio's `TcpStream` and `UnixStream`).
+pub(crate) trait Plain: AsFd + Send + Sync {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Runs a system call, clearing the readiness if it would block.
+    fn try_io(
+        &self,
+        interest: Interest,
+        call: &mut dyn FnMut() -> std::io::Result<usize>,
+    ) -> std::io::Result<usize>;
+}
+
 impl Socket for TcpStream {
-    fn as_plain_tcp(&self) -> Option<&TcpStream> {
+    fn as_plain(&self) -> Option<&dyn Plain> {
         Some(self)
     }
 
@@ -33,6 +49,44 @@ impl Socket for TcpStream {
         let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
     }
 }
+
+impl Socket for UnixStream {
+    fn as_plain(&self) -> Option<&dyn Plain> {
+        Some(self)
+    }
+
+    /// A Unix domain socket has no reset: the client sees the end of the
+    /// stream, and a response cut short is still incomplete by its own
+    /// framing (a `content-length` not reached, a chunked body without its
+    /// last chunk).
+    fn reset_on_close(&self) {}
+}
+
+/// Both of tokio's stream sockets have these methods of their own.
+macro_rules! plain {
+    ($socket:ty) => {
+        impl Plain for $socket {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                <$socket>::poll_read_ready(self, cx)
+            }
+
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                <$socket>::poll_write_ready(self, cx)
+            }
+
+            fn try_io(
+                &self,
+                interest: Interest,
+                call: &mut dyn FnMut() -> std::io::Result<usize>,
+            ) -> std::io::Result<usize> {
+                <$socket>::try_io(self, interest, call)
+            }
+        }
+    };
+}
+
+plain!(TcpStream);
+plain!(UnixStream);
 
 /// The server's stop signal: a flag, and the wakers of the connections
 /// that wait for it.
@@ -420,28 +474,27 @@ pub(crate) async fn write_all_stalled<W: AsyncWrite + Unpin + ?Sized>(
 /// it) less each time. What follows must come: the bytes wait for it.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) async fn write_corked(
-    tcp: &TcpStream,
+    socket: &dyn Plain,
     buf: &mut bytes::BytesMut,
     timer: &mut Pin<Box<Sleep>>,
     timeout: Duration,
 ) -> std::io::Result<()> {
     use rustix::net::SendFlags;
-    use tokio::io::Interest;
     let mut armed = false;
     poll_fn(|cx| {
         poll_write_all(buf, timer, &mut armed, timeout, cx, |buf, cx| loop {
             if buf.is_empty() {
                 return Poll::Ready(Ok(None));
             }
-            let sent = tcp.try_io(Interest::WRITABLE, || {
-                rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL)
+            let sent = socket.try_io(Interest::WRITABLE, &mut || {
+                rustix::net::send(socket.as_fd(), buf, SendFlags::MORE | SendFlags::NOSIGNAL)
                     .map_err(std::io::Error::from)
             });
             match sent {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                     // Readiness was cleared: wait for it (or go round
                     // again if it is already back).
-                    std::task::ready!(tcp.poll_write_ready(cx))?;
+                    std::task::ready!(socket.poll_write_ready(cx))?;
                 }
                 sent => return Poll::Ready(sent.map(Some)),
             }

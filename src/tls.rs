@@ -10,7 +10,7 @@
 use crate::body::Connection;
 use crate::builder::{Builder, Handler};
 use crate::h1::dispatch::{self, ConnContext};
-use crate::io::{deadline_after, Socket};
+use crate::io::{deadline_after, Plain, Socket};
 use crate::server::{Server, StartError};
 use bytes::BytesMut;
 use rustls::pki_types::pem::{self, PemObject};
@@ -20,8 +20,6 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
@@ -516,13 +514,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Serves one accepted TCP connection over TLS: the handshake (bounded by
+/// Serves one accepted connection (TCP or Unix) over TLS: the handshake (bounded by
 /// the handshake timeout, abandoned if the server shuts down), then the
 /// HTTP/1.1 engine on the encrypted stream. A failed handshake costs only
 /// this connection and is logged at debug level: scanners, plain HTTP sent
 /// to the TLS port and clients that give up are routine.
-pub(crate) async fn serve<H: Handler<Connection>>(
-    stream: TcpStream,
+pub(crate) async fn serve<S: Socket, H: Handler<Connection>>(
+    stream: S,
     certificates: &Certificates,
     handler: Arc<H>,
     mut ctx: ConnContext,
@@ -555,16 +553,16 @@ pub(crate) async fn serve<H: Handler<Connection>>(
     dispatch::serve(stream, handler, ctx).await;
 }
 
-impl Socket for TlsStream<TcpStream> {
+impl<S: Socket> Socket for TlsStream<S> {
     /// Never: the kernel cannot encrypt, so files go through user space.
-    fn as_plain_tcp(&self) -> Option<&TcpStream> {
+    fn as_plain(&self) -> Option<&dyn Plain> {
         None
     }
 
+    /// The socket underneath resets (TCP's close sends RST), without a
+    /// close_notify.
     fn reset_on_close(&self) {
-        // SO_LINGER with a zero timeout on the TCP socket underneath:
-        // close() sends RST, without a close_notify.
-        let _ = socket2::SockRef::from(self.get_ref().0).set_linger(Some(Duration::ZERO));
+        self.get_ref().0.reset_on_close();
     }
 }
 

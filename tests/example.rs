@@ -488,6 +488,51 @@ fn tls_with_unusable_certificate_files_exits_non_zero_without_listening() {
 // Routes
 // ---------------------------------------------------------------------------
 
+/// `--unix PATH`: the line names the socket, curl reaches every route
+/// through it (a client there has no address), a socket file left by an
+/// earlier run is replaced, and the file is removed at shutdown.
+#[test]
+fn unix_socket_serves_curl_and_is_removed_at_shutdown() {
+    let path = std::env::temp_dir().join(format!("mist-example-{}-unix.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("a stale socket file"));
+    assert!(path.exists());
+    let path_text = path.to_str().expect("a UTF-8 temporary path");
+    let mut example = Example::spawn(&["--unix", path_text]);
+    let line = example
+        .stdout
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("a Listening line");
+    assert_eq!(line, format!("Listening on unix:{path_text} (http)"));
+
+    let over_unix = |target: &str| {
+        curl(&[
+            "--unix-socket",
+            path_text,
+            &format!("http://localhost{target}"),
+        ])
+    };
+    let hello = over_unix("/hello");
+    assert_eq!((hello.status, hello.text()), (200, "Hello, world!"));
+    let info = over_unix("/info");
+    assert_eq!((info.status, info.text()), (200, "unknown"));
+    let file = over_unix("/file/hello.txt");
+    let expected =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static/hello.txt"))
+            .unwrap();
+    assert_eq!((file.status, &file.body), (200, &expected));
+
+    example.signal("TERM");
+    let exit = example.wait_exit();
+    assert!(
+        exit.status.success(),
+        "exit: {}, stderr: {}",
+        exit.status,
+        exit.stderr
+    );
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
 #[test]
 fn hello_answers_with_13_bytes_of_text() {
     let example = Example::start(&["--port", "0"]);

@@ -15,7 +15,7 @@ use crate::builder::Handler;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
-use crate::io::{deadline_after, poll_deadline, timed, Deadline, Socket, StopWatch};
+use crate::io::{deadline_after, poll_deadline, timed, Deadline, Plain, Socket, StopWatch};
 use crate::response::{ended_short, plain_response, ChunkedBody, Fit, ResponseData};
 use crate::tls::PeerCertificates;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -538,7 +538,7 @@ async fn read_head<S: Socket>(
         };
         let read = if idle {
             match wait_idle(transport, write_buf, deadline, &ctx.shutdown).await {
-                // Bytes are waiting on plain TCP: read them now.
+                // Bytes are waiting on a plain socket: read them now.
                 Idle::Readable => transport.read_more(deadline).await,
                 Idle::Read(read) => Ok(read),
                 Idle::TimedOut => Err(crate::io::TimedOut),
@@ -568,7 +568,7 @@ async fn read_head<S: Socket>(
 
 /// How an idle wait ended.
 enum Idle {
-    /// Plain TCP has bytes to read (nothing has been read yet).
+    /// A plain socket has bytes to read (nothing has been read yet).
     Readable,
     /// Another stream read into the buffer.
     Read(io::Result<usize>),
@@ -579,8 +579,8 @@ enum Idle {
 
 /// Waits for the next request between requests: one plain `poll_fn` over
 /// the socket, the deadline and shutdown, since every idle connection keeps
-/// this state. On plain TCP it waits for readiness holding no buffers at
-/// all. Biased: bytes already sent are still read when the server is
+/// this state. On a plain socket it waits for readiness holding no buffers
+/// at all. Biased: bytes already sent are still read when the server is
 /// shutting down; only a silent connection is closed.
 async fn wait_idle<S: Socket>(
     transport: &mut Transport<S>,
@@ -588,7 +588,7 @@ async fn wait_idle<S: Socket>(
     deadline: Deadline,
     shutdown: &StopWatch,
 ) -> Idle {
-    if transport.stream.as_plain_tcp().is_some() {
+    if transport.stream.as_plain().is_some() {
         pool_give(&mut transport.read_buf);
         pool_give(write_buf);
     } else {
@@ -596,8 +596,8 @@ async fn wait_idle<S: Socket>(
     }
     let mut armed = false;
     poll_fn(|cx| {
-        let ready = match transport.stream.as_plain_tcp() {
-            Some(tcp) => tcp.poll_read_ready(cx).map(|ready| match ready {
+        let ready = match transport.stream.as_plain() {
+            Some(socket) => socket.poll_read_ready(cx).map(|ready| match ready {
                 Ok(()) => Idle::Readable,
                 Err(err) => Idle::Read(Err(err)),
             }),
@@ -610,9 +610,9 @@ async fn wait_idle<S: Socket>(
             // The shutdown may be seen before the readiness of a request
             // that already arrived: ask the socket itself, so a request
             // sent before the shutdown is still answered.
-            let pending = transport.stream.as_plain_tcp().is_some_and(|tcp| {
+            let pending = transport.stream.as_plain().is_some_and(|socket| {
                 let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-                matches!(socket2::SockRef::from(tcp).peek(&mut probe), Ok(n) if n > 0)
+                matches!(socket2::SockRef::from(&socket.as_fd()).peek(&mut probe), Ok(n) if n > 0)
             });
             return Poll::Ready(if pending {
                 Idle::Readable
@@ -813,13 +813,16 @@ async fn write_rest<S: Socket>(
             write_chunks(Out::Own(transport), write_buf, chunks, framing, config).await
         }
         Rest::File(file) => {
-            // On plain TCP the head waits for the file's first bytes and
-            // leaves with them (`sendfile` pushes its last piece): a small
+            // On a plain socket the head waits for the file's first bytes
+            // and leaves with them (`sendfile` pushes its last piece): a small
             // file goes out in one segment instead of two.
             flush_corked(transport, write_buf, config).await?;
             let Transport { stream, timer, .. } = transport;
-            match stream.as_plain_tcp() {
-                Some(tcp) => file.send_zero_copy(tcp, timer, config.write_timeout).await,
+            match stream.as_plain() {
+                Some(socket) => {
+                    file.send_zero_copy(socket, timer, config.write_timeout)
+                        .await
+                }
                 None => file.send_copied(stream, timer, config.write_timeout).await,
             }
         }
@@ -973,7 +976,7 @@ async fn close<S: Socket>(
         || matches!(transport.decoder, Decoder::Failed);
     if unread {
         linger(transport).await;
-    } else if last_request && transport.stream.as_plain_tcp().is_some_and(no_input_seen) {
+    } else if last_request && transport.stream.as_plain().is_some_and(no_input_seen) {
         // The client said this request was its last and all of it has been
         // read: nothing more will come, and the close itself sends the
         // corked response with the FIN, a system call fewer per connection
@@ -1004,14 +1007,14 @@ async fn close<S: Socket>(
 /// meet unread input, which would turn it into a reset. Asks without a
 /// system call; a stray byte after the request (an old client's CRLF after
 /// a body) takes the half-close path instead.
-fn no_input_seen(tcp: &tokio::net::TcpStream) -> bool {
+fn no_input_seen(socket: &dyn Plain) -> bool {
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    tcp.poll_read_ready(&mut cx).is_pending()
+    socket.poll_read_ready(&mut cx).is_pending()
 }
 
 /// Writes the buffer when more is sure to follow at once: the FIN of a
-/// closing connection, or a file's bytes. On plain TCP (Linux) the bytes
-/// are corked so that they leave with what follows (see
+/// closing connection, or a file's bytes. On a plain socket (Linux) the
+/// bytes are corked so that they leave with what follows (see
 /// [`crate::io::write_corked`]); elsewhere a plain flush.
 async fn flush_corked<S: Socket>(
     transport: &mut Transport<S>,
@@ -1019,10 +1022,14 @@ async fn flush_corked<S: Socket>(
     config: &Config,
 ) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(tcp) = transport.stream.as_plain_tcp() {
-        let written =
-            crate::io::write_corked(tcp, write_buf, &mut transport.timer, config.write_timeout)
-                .await;
+    if let Some(socket) = transport.stream.as_plain() {
+        let written = crate::io::write_corked(
+            socket,
+            write_buf,
+            &mut transport.timer,
+            config.write_timeout,
+        )
+        .await;
         write_buf.clear();
         return written;
     }

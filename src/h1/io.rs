@@ -152,7 +152,7 @@ impl<S: crate::io::Socket> Transport<S> {
     }
 
     /// Before an idle wait on a stream that keeps its buffer while it waits
-    /// (TLS: plain TCP gives its buffers back instead): an empty buffer
+    /// (TLS: a plain socket gives its buffers back instead): an empty buffer
     /// grown by large requests goes back to the pool for a small one, and
     /// the reads start small again, so an idle connection holds 8 KiB, not
     /// up to 128 KiB, for its keep-alive timeout.

@@ -3,7 +3,7 @@
 //! stream seen as a socket by the protocols that take a response over.
 
 use super::poll_capacity;
-use crate::io::Socket;
+use crate::io::{Plain, Socket};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use std::io;
@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// A socket whose first bytes were already read (the preface the HTTP/1.1
 /// parser saw): they are read again first.
@@ -217,7 +216,7 @@ impl AsyncRead for StreamIo {
 }
 
 impl Socket for StreamIo {
-    fn as_plain_tcp(&self) -> Option<&TcpStream> {
+    fn as_plain(&self) -> Option<&dyn Plain> {
         None
     }
 

@@ -4,10 +4,11 @@ use super::StartError;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::task::{Context, Poll};
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tracing::warn;
 
 /// Pending connections the kernel queues for us (the same as nginx's default
@@ -70,7 +71,8 @@ pub(super) fn bind(interface: &str, port: u16, ipv6: bool) -> Result<Vec<Listene
         // first one got, so that port 0 means one port for both.
         let port = listeners
             .first()
-            .map_or(port, |first| first.local_addr().port());
+            .and_then(Listener::tcp_addr)
+            .map_or(port, |first| first.port());
         let address = SocketAddr::new(target.ip, port);
         match bind_one(address, target.dual_stack) {
             Ok(listener) => listeners.push(listener),
@@ -102,7 +104,13 @@ fn bind_one(address: SocketAddr, dual_stack: bool) -> std::io::Result<Listener> 
     socket.set_nodelay(true)?;
     socket.bind(&address.into())?;
     socket.listen(BACKLOG)?;
-    Listener::new(socket.into())
+    let addr = Addr::Tcp(
+        socket
+            .local_addr()?
+            .as_socket()
+            .ok_or(io::ErrorKind::InvalidInput)?,
+    );
+    Listener::new(socket.into(), addr)
 }
 
 /// Takes over a listener the caller bound (see
@@ -110,7 +118,27 @@ fn bind_one(address: SocketAddr, dual_stack: bool) -> std::io::Result<Listener> 
 /// stream socket; it is made non-blocking and given `TCP_NODELAY`, as the
 /// listeners mist binds itself are.
 pub(super) fn adopt(listener: std::net::TcpListener) -> io::Result<Listener> {
+    check_listening(&listener)?;
     let socket = socket2::SockRef::from(&listener);
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    let addr = Addr::Tcp(listener.local_addr()?);
+    Listener::new(listener.into(), addr)
+}
+
+/// Takes over a Unix domain socket the caller bound (see
+/// [`Builder::unix_listener`](crate::Builder::unix_listener)), on the
+/// same conditions as [`adopt`].
+pub(super) fn adopt_unix(listener: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+    check_listening(&listener)?;
+    listener.set_nonblocking(true)?;
+    let addr = Addr::Unix(listener.local_addr()?);
+    Listener::new(listener.into(), addr)
+}
+
+/// A socket handed to mist must be a stream socket that listens.
+fn check_listening(listener: &impl AsFd) -> io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
     if socket.r#type()? != Type::STREAM {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -121,66 +149,94 @@ pub(super) fn adopt(listener: std::net::TcpListener) -> io::Result<Listener> {
     // accept with EINVAL, which the accept loop would take for a shortage
     // and retry forever. (Apple's systems do not answer SO_ACCEPTCONN.)
     #[cfg(not(target_vendor = "apple"))]
-    if !rustix::net::sockopt::socket_acceptconn(&listener)? {
+    if !rustix::net::sockopt::socket_acceptconn(listener)? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the socket is bound but not listening (call listen(2) first)",
         ));
     }
-    socket.set_nonblocking(true)?;
-    socket.set_nodelay(true)?;
-    Listener::new(listener)
+    Ok(())
 }
 
-/// A bound, listening socket registered with the reactor.
+/// Where a listener listens.
+#[derive(Debug, Clone)]
+pub(super) enum Addr {
+    Tcp(SocketAddr),
+    Unix(std::os::unix::net::SocketAddr),
+}
+
+/// A connection just accepted.
+pub(super) enum Accepted {
+    /// With the client's address.
+    Tcp(TcpStream, SocketAddr),
+    /// A Unix domain socket's client has no address worth telling.
+    Unix(UnixStream),
+}
+
+/// A bound, listening socket registered with the reactor: TCP or a Unix
+/// domain socket.
 ///
 /// On Linux it accepts through `accept4(2)` itself instead of tokio's
-/// `TcpListener::accept`, which marks every new socket readable so that
-/// its first read is tried at once. A client's request mostly arrives a
-/// moment after its connection is accepted, and then that read fails with
-/// `EAGAIN`: one system call per connection for nothing (measured: two
-/// `recvfrom` per connection under `Connection: close` load, against
-/// nginx's one). A socket registered here starts with no readiness and is
-/// read once the reactor reports it, as nginx does (without `deferred`).
-/// A request that is already there is not missed: the socket is
-/// registered edge-triggered with the bytes pending, so the reactor's next
-/// poll reports it (one turn of the scheduler later than tokio's guess,
-/// `docs/performance.md` item 22).
+/// `accept`, which marks every new socket readable so that its first read
+/// is tried at once. A client's request mostly arrives a moment after its
+/// connection is accepted, and then that read fails with `EAGAIN`: one
+/// system call per connection for nothing (measured: two `recvfrom` per
+/// connection under `Connection: close` load, against nginx's one). A
+/// socket registered here starts with no readiness and is read once the
+/// reactor reports it, as nginx does (without `deferred`). A request that
+/// is already there is not missed: the socket is registered edge-triggered
+/// with the bytes pending, so the reactor's next poll reports it (one turn
+/// of the scheduler later than tokio's guess, `docs/performance.md` item
+/// 22).
 pub(super) struct Listener {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    io: tokio::io::unix::AsyncFd<std::net::TcpListener>,
+    io: tokio::io::unix::AsyncFd<OwnedFd>,
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    io: TcpListener,
-    /// Where it listens, read once when it is made.
-    addr: SocketAddr,
+    io: Io,
+    /// Where it listens, read once when it is made; also tells which kind
+    /// of socket it is.
+    addr: Addr,
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+enum Io {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
 }
 
 impl Listener {
-    fn new(listener: std::net::TcpListener) -> io::Result<Listener> {
-        let addr = listener.local_addr()?;
+    fn new(listener: OwnedFd, addr: Addr) -> io::Result<Listener> {
         // Deprecated in tokio 1.54 for types whose descriptor can change
-        // under the `AsyncFd` (tokio#8587); a `std::net::TcpListener` owns
-        // its one descriptor for its whole life, which is the condition the
+        // under the `AsyncFd` (tokio#8587); an `OwnedFd` owns its one
+        // descriptor for its whole life, which is the condition the
         // replacement (an `unsafe fn`, and this crate forbids unsafe code)
         // asks its callers to promise.
         #[cfg(any(target_os = "linux", target_os = "android"))]
         #[allow(deprecated)]
         let io = tokio::io::unix::AsyncFd::with_interest(listener, tokio::io::Interest::READABLE)?;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let io = TcpListener::from_std(listener)?;
+        let io = match addr {
+            Addr::Tcp(_) => Io::Tcp(TcpListener::from_std(listener.into())?),
+            Addr::Unix(_) => Io::Unix(tokio::net::UnixListener::from_std(listener.into())?),
+        };
         Ok(Listener { io, addr })
     }
 
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.addr
+    pub(super) fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// Where a TCP listener listens.
+    fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self.addr {
+            Addr::Tcp(addr) => Some(addr),
+            Addr::Unix(_) => None,
+        }
     }
 
     /// Accepts the next connection, or registers the waker.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub(super) fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+    pub(super) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
         use rustix::net::{acceptfrom_with, SocketFlags};
         loop {
             let mut ready = std::task::ready!(self.io.poll_read_ready(cx))?;
@@ -196,29 +252,40 @@ impl Listener {
                 Ok(accepted) => accepted,
                 Err(err) => return Poll::Ready(Err(err)),
             };
-            // Cannot happen on a TCP listener; if it did, it would concern
-            // this connection only (no backoff).
-            let peer = peer
-                .and_then(|peer| SocketAddr::try_from(peer).ok())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "accepted a socket without an IP peer",
-                    )
-                });
-            let stream = peer
-                .and_then(|peer| Ok((TcpStream::from_std(std::net::TcpStream::from(fd))?, peer)));
-            return Poll::Ready(stream);
+            return Poll::Ready(match self.addr {
+                Addr::Unix(_) => UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+                    .map(Accepted::Unix),
+                Addr::Tcp(_) => {
+                    // Cannot happen on a TCP listener; if it did, it would
+                    // concern this connection only (no backoff).
+                    let peer = peer
+                        .and_then(|peer| SocketAddr::try_from(peer).ok())
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                "accepted a socket without an IP peer",
+                            )
+                        });
+                    peer.and_then(|peer| {
+                        let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+                        Ok(Accepted::Tcp(stream, peer))
+                    })
+                }
+            });
         }
     }
 
     /// Accepts the next connection, or registers the waker.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub(super) fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        self.io.poll_accept(cx)
+    pub(super) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
+        match &self.io {
+            Io::Tcp(listener) => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, peer)| Accepted::Tcp(stream, peer)),
+            Io::Unix(listener) => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, _)| Accepted::Unix(stream)),
+        }
     }
 }
 
@@ -247,12 +314,15 @@ mod tests {
     #[tokio::test]
     async fn accepted_sockets_inherit_tcp_nodelay() {
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr())
+        let client = tokio::net::TcpStream::connect(listener.tcp_addr().unwrap())
             .await
             .unwrap();
-        let (accepted, _) = std::future::poll_fn(|cx| listener.poll_accept(cx))
+        let accepted = std::future::poll_fn(|cx| listener.poll_accept(cx))
             .await
             .unwrap();
+        let Accepted::Tcp(accepted, _) = accepted else {
+            panic!("a TCP listener accepted a Unix socket")
+        };
         assert!(accepted.nodelay().unwrap());
         drop(client);
     }
@@ -264,8 +334,14 @@ mod tests {
     async fn accepted_sockets_are_read_when_bytes_arrive() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let addr = listener.local_addr();
-        let accept = || std::future::poll_fn(|cx| listener.poll_accept(cx));
+        let addr = listener.tcp_addr().unwrap();
+        let accept = || async {
+            match std::future::poll_fn(|cx| listener.poll_accept(cx)).await {
+                Ok(Accepted::Tcp(stream, peer)) => Ok((stream, peer)),
+                Ok(Accepted::Unix(_)) => panic!("a TCP listener accepted a Unix socket"),
+                Err(err) => Err(err),
+            }
+        };
         let within = std::time::Duration::from_secs(10);
 
         let mut early = TcpStream::connect(addr).await.unwrap();

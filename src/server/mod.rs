@@ -7,7 +7,7 @@ use crate::body::Connection;
 use crate::builder::{Handler, Scheme};
 use crate::config::Config;
 use crate::h1::dispatch::{self, ConnContext};
-use crate::io::Shutdown;
+use crate::io::{Shutdown, Socket};
 use crate::tls::{self, CertificateError, Certificates};
 use std::fmt;
 use std::future::poll_fn;
@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
@@ -54,8 +53,9 @@ pub enum StartError {
         source: io::Error,
     },
     /// A listener given to [`Builder::listener`](crate::Builder::listener)
-    /// cannot be served: it is not a listening stream socket, or the
-    /// reactor refused it.
+    /// or [`Builder::unix_listener`](crate::Builder::unix_listener) cannot
+    /// be served: it is not a listening stream socket, or the reactor
+    /// refused it.
     Listener(io::Error),
 }
 
@@ -88,9 +88,10 @@ pub(crate) struct Options {
     pub ipv6: bool,
     pub config: Config,
     pub scheme: Scheme,
-    /// Listeners the caller bound; when there are any, `port`, `interface`
-    /// and `ipv6` are not used.
+    /// Listeners the caller bound; when there are any (of either kind),
+    /// `port`, `interface` and `ipv6` are not used.
     pub listeners: Vec<std::net::TcpListener>,
+    pub unix_listeners: Vec<std::os::unix::net::UnixListener>,
     /// The certificate of an HTTPS server; `None` for plain HTTP.
     pub tls: Option<Arc<Certificates>>,
 }
@@ -121,6 +122,7 @@ pub struct Server {
 
 struct Shared {
     addrs: Vec<SocketAddr>,
+    unix_addrs: Vec<std::os::unix::net::SocketAddr>,
     stop: watch::Sender<Option<Duration>>,
     done: watch::Receiver<bool>,
     tls: Option<Arc<Certificates>>,
@@ -128,6 +130,11 @@ struct Shared {
 
 impl Server {
     /// The port the server listens on (the real one when 0 was asked for).
+    ///
+    /// # Panics
+    ///
+    /// If the server listens on Unix domain sockets only
+    /// ([`Builder::unix_listener`](crate::Builder::unix_listener)).
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
@@ -138,7 +145,14 @@ impl Server {
         self.local_addr().port()
     }
 
-    /// The first address the server listens on.
+    /// The first TCP address the server listens on.
+    ///
+    /// # Panics
+    ///
+    /// If the server listens on Unix domain sockets only
+    /// ([`Builder::unix_listener`](crate::Builder::unix_listener)); see
+    /// [`Server::local_addrs`] and [`Server::unix_addrs`] for a server
+    /// that may.
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
@@ -146,11 +160,17 @@ impl Server {
     /// # }
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addrs[0]
+        match self.shared.addrs.first() {
+            Some(addr) => *addr,
+            None => {
+                panic!("the server listens on Unix domain sockets only: see Server::unix_addrs")
+            }
+        }
     }
 
-    /// Every address the server listens on (two with
-    /// [`Builder::with_ipv6`](crate::Builder::with_ipv6) on `localhost`).
+    /// Every TCP address the server listens on (two with
+    /// [`Builder::with_ipv6`](crate::Builder::with_ipv6) on `localhost`;
+    /// none when it listens on Unix domain sockets only).
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
@@ -161,6 +181,22 @@ impl Server {
     /// ```
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
+    }
+
+    /// Every Unix domain socket the server listens on (given to
+    /// [`Builder::unix_listener`](crate::Builder::unix_listener)).
+    ///
+    /// ```no_run
+    /// # async fn f(server: mist::Server) {
+    /// for addr in server.unix_addrs() {
+    ///     if let Some(path) = addr.as_pathname() {
+    ///         println!("listening on {}", path.display());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn unix_addrs(&self) -> &[std::os::unix::net::SocketAddr] {
+        &self.shared.unix_addrs
     }
 
     /// Starts a graceful shutdown: the server stops accepting at once; idle
@@ -267,6 +303,7 @@ impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("addrs", &self.shared.addrs)
+            .field("unix_addrs", &self.shared.unix_addrs)
             .finish()
     }
 }
@@ -276,20 +313,23 @@ pub(crate) async fn start<H: Handler<Connection>>(
     options: Options,
     handler: Arc<H>,
 ) -> Result<Server, StartError> {
-    let listeners = if !options.listeners.is_empty() {
-        options
-            .listeners
-            .into_iter()
-            .map(listener::adopt)
+    let listeners = if options.listeners.is_empty() && options.unix_listeners.is_empty() {
+        listener::bind(&options.interface, options.port, options.ipv6)?
+    } else {
+        let tcp = options.listeners.into_iter().map(listener::adopt);
+        let unix = options.unix_listeners.into_iter().map(listener::adopt_unix);
+        tcp.chain(unix)
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Listener)?
-    } else {
-        listener::bind(&options.interface, options.port, options.ipv6)?
     };
-    let addrs = listeners
-        .iter()
-        .map(listener::Listener::local_addr)
-        .collect();
+    let mut addrs = Vec::new();
+    let mut unix_addrs = Vec::new();
+    for listener in &listeners {
+        match listener.addr() {
+            listener::Addr::Tcp(addr) => addrs.push(*addr),
+            listener::Addr::Unix(addr) => unix_addrs.push(addr.clone()),
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(None);
     let (done_tx, done_rx) = watch::channel(false);
     let scheme = match options.scheme {
@@ -310,6 +350,7 @@ pub(crate) async fn start<H: Handler<Connection>>(
     Ok(Server {
         shared: Arc::new(Shared {
             addrs,
+            unix_addrs,
             stop: stop_tx,
             done: done_rx,
             tls: options.tls,
@@ -359,9 +400,25 @@ impl<H: Handler<Connection>> Supervisor<H> {
                 }
                 () = &mut pause, if paused => paused = false,
                 accepted = accept(&self.listeners, &permits, &mut turn), if !paused => match accepted {
-                    Ok((stream, peer, permit)) => {
+                    Ok((accepted, permit)) => {
                         backoff = MIN_ACCEPT_BACKOFF;
-                        self.spawn_connection(&mut connections, stream, peer, permit, drain.clone());
+                        match accepted {
+                            listener::Accepted::Tcp(stream, peer) => {
+                                // Responses are written whole or in large
+                                // pieces: Nagle's delay would only add
+                                // latency. (On Linux the socket has it
+                                // already, from the listener: see
+                                // `listener::bind_one`.)
+                                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                                if let Err(err) = stream.set_nodelay(true) {
+                                    debug!(%err, "cannot set TCP_NODELAY");
+                                }
+                                self.spawn_connection(&mut connections, stream, Some(peer), permit, drain.clone());
+                            }
+                            listener::Accepted::Unix(stream) => {
+                                self.spawn_connection(&mut connections, stream, None, permit, drain.clone());
+                            }
+                        }
                     }
                     Err(err) if is_connection_error(&err) => {
                         debug!(%err, "connection failed during accept");
@@ -396,23 +453,18 @@ impl<H: Handler<Connection>> Supervisor<H> {
         }
     }
 
-    fn spawn_connection(
+    /// Serves one connection in a task of its own; `peer` is `None` on a
+    /// Unix domain socket.
+    fn spawn_connection<S: Socket>(
         &self,
         connections: &mut JoinSet<()>,
-        stream: TcpStream,
-        peer: SocketAddr,
+        stream: S,
+        peer: Option<SocketAddr>,
         permit: OwnedSemaphorePermit,
         shutdown: Shutdown,
     ) {
-        // Responses are written whole or in large pieces: Nagle's delay
-        // would only add latency. (On Linux the socket has it already,
-        // from the listener: see `listener::bind_one`.)
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        if let Err(err) = stream.set_nodelay(true) {
-            debug!(%err, "cannot set TCP_NODELAY");
-        }
         let ctx = ConnContext {
-            peer: Some(peer),
+            peer,
             scheme: self.scheme.clone(),
             config: Arc::clone(&self.config),
             shutdown: shutdown.watch(),
@@ -461,7 +513,7 @@ async fn accept(
     listeners: &[listener::Listener],
     permits: &Arc<Semaphore>,
     turn: &mut usize,
-) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> io::Result<(listener::Accepted, OwnedSemaphorePermit)> {
     let permit = Arc::clone(permits)
         .acquire_owned()
         .await
@@ -469,7 +521,7 @@ async fn accept(
     // Take turns, so that a busy listener cannot starve the other.
     *turn = turn.wrapping_add(1);
     let first = *turn;
-    let (stream, peer) = poll_fn(|cx| {
+    let accepted = poll_fn(|cx| {
         for i in 0..listeners.len() {
             let listener = &listeners[(first + i) % listeners.len()];
             if let Poll::Ready(accepted) = listener.poll_accept(cx) {
@@ -479,7 +531,7 @@ async fn accept(
         Poll::Pending
     })
     .await?;
-    Ok((stream, peer, permit))
+    Ok((accepted, permit))
 }
 
 /// Errors that concern one connection, not the listener.

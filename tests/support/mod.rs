@@ -110,6 +110,15 @@ impl Client<TcpStream> {
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
+    /// A client over a stream already connected (a Unix domain socket, a
+    /// TLS stream made elsewhere).
+    pub fn over(stream: S) -> Client<S> {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).await.expect("send");
         // A no-op on TCP; TLS buffers until flushed.
