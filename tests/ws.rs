@@ -281,6 +281,44 @@ async fn malformed_upgrades_get_an_empty_400_and_no_handler() {
     assert!(events.try_recv().is_err(), "no handler ever started");
 }
 
+/// A request body on an upgrade would be read as WebSocket frames, where a
+/// proxy in front sees request content: the upgrade is refused with 400
+/// and the connection closed, with or without the client waiting for
+/// `100 Continue`. An empty body (`Content-Length: 0`) is no body.
+#[tokio::test]
+async fn an_upgrade_with_a_request_body_is_refused_not_read_as_frames() {
+    let (server, mut events) = echo_server(WebsocketOptions::default()).await;
+    let frame_bytes = frame(true, 1, b"hi");
+    let chunked = format!("{:x}\r\n", frame_bytes.len()).into_bytes();
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        (
+            upgrade_request(&format!("Content-Length: {}\r\n", frame_bytes.len())),
+            frame_bytes.clone(),
+        ),
+        (
+            upgrade_request("Transfer-Encoding: chunked\r\n"),
+            [&chunked[..], &frame_bytes, b"\r\n0\r\n\r\n"].concat(),
+        ),
+        (
+            upgrade_request("Content-Length: 8\r\nExpect: 100-continue\r\n"),
+            Vec::new(),
+        ),
+    ];
+    for (head, body) in cases {
+        let mut client = Client::connect(&server).await;
+        client.send([head.as_bytes(), &body].concat()).await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, 400, "{head}");
+        assert!(resp.closes(), "{head}");
+        assert!(client.is_closed().await, "{head}");
+    }
+    assert!(events.try_recv().is_err(), "no handler ever started");
+
+    let mut client = Client::connect(&server).await;
+    client.send(upgrade_request("Content-Length: 0\r\n")).await;
+    assert_eq!(client.head_response().await.status, 101);
+}
+
 #[tokio::test]
 async fn bytes_sent_right_after_the_handshake_are_not_lost() {
     let (server, _events) = echo_server(WebsocketOptions::default()).await;

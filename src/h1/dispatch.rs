@@ -415,6 +415,23 @@ fn conclude<S: Socket>(
                 true,
             )
         }
+        // The bytes after a WebSocket's head are frames: a body the
+        // handler left unread (or a malformed one) would be taken for
+        // them, where a proxy in front sees request content (found by a
+        // smuggling probe). No WebSocket client sends one; refused.
+        Ok(response)
+            if matches!(response.body(), ResponseData::Websocket(_))
+                && !matches!(transport.decoder, Decoder::Done) =>
+        {
+            debug!(peer = ?ctx.peer, "a WebSocket upgrade with a request body; answering 400");
+            (
+                plain_response(
+                    StatusCode::BAD_REQUEST,
+                    "a WebSocket upgrade request must not have a body",
+                ),
+                true,
+            )
+        }
         // WebSockets and event streams take the connection over (an event
         // stream answering HEAD is only a head, written below).
         Ok(response)
