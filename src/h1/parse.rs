@@ -327,6 +327,9 @@ fn map_httparse_error(err: httparse::Error, buf: &[u8]) -> ParseError {
 /// RFC 9110 §15.6.6: 505 for a well-formed version we do not speak; 400 for
 /// something that is not an HTTP version at all.
 fn version_error(buf: &[u8]) -> ParseError {
+    // The empty lines a request may follow (RFC 9112 §2.2) are not it.
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n');
+    let buf = &buf[start.unwrap_or(buf.len())..];
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
@@ -363,8 +366,7 @@ fn request_uri(
             Some(Some(last)) if last.as_str().as_bytes() == &head[range.clone()] => last.clone(),
             _ => {
                 let value = &head[range.clone()];
-                // RFC 9110 §7.2: Host = uri-host [ ":" port ]; no userinfo.
-                if value.contains(&b'@') {
+                if !is_host(value) {
                     return Err(ParseError::BadRequest("invalid host header"));
                 }
                 let invalid = |_| ParseError::BadRequest("invalid host header");
@@ -386,17 +388,27 @@ fn request_uri(
         }),
         _ => None,
     };
+    let invalid_target = || ParseError::BadRequest("invalid request target");
     if target.first() == Some(&b'/') {
-        let path = PathAndQuery::from_maybe_shared(target)
-            .map_err(|_| ParseError::BadRequest("invalid request target"))?;
+        // RFC 9112 §3.2.3: CONNECT's target is an authority.
+        if method == Method::CONNECT {
+            return Err(invalid_target());
+        }
+        let len = target.len();
+        let path = PathAndQuery::from_maybe_shared(target).map_err(|_| invalid_target())?;
+        // The `http` crate drops a fragment (`#` and what follows); a
+        // request-target has none (RFC 9112 §3.2), and a proxy that
+        // compares the whole target would not match the path served.
+        if path.as_str().len() != len {
+            return Err(invalid_target());
+        }
         let mut parts = uri::Parts::default();
         if let Some(authority) = host {
             parts.scheme = Some(scheme.clone());
             parts.authority = Some(authority);
         }
         parts.path_and_query = Some(path);
-        return Uri::from_parts(parts)
-            .map_err(|_| ParseError::BadRequest("invalid request target"));
+        return Uri::from_parts(parts).map_err(|_| invalid_target());
     }
     if &target[..] == b"*" {
         if method != Method::OPTIONS {
@@ -406,18 +418,53 @@ fn request_uri(
         }
         return Ok(Uri::from_static("*"));
     }
-    let uri = Uri::from_maybe_shared(target)
-        .map_err(|_| ParseError::BadRequest("invalid request target"))?;
-    let valid = if method == Method::CONNECT {
-        uri.authority().is_some() && uri.scheme().is_none() && uri.path_and_query().is_none()
-    } else {
-        uri.scheme().is_some() && uri.authority().is_some()
+    // Absolute-form and authority-form are rare: checked byte by byte.
+    if target.contains(&b'#') {
+        return Err(invalid_target());
+    }
+    let uri = Uri::from_maybe_shared(target).map_err(|_| invalid_target())?;
+    let Some(authority) = uri.authority() else {
+        return Err(invalid_target());
     };
+    // No userinfo (RFC 9110 §4.2.4), a numeric port, and CONNECT's port
+    // given (RFC 9112 §3.2.3).
+    let valid = is_host(authority.as_str().as_bytes())
+        && if method == Method::CONNECT {
+            uri.scheme().is_none() && uri.path_and_query().is_none() && authority.port().is_some()
+        } else {
+            uri.scheme().is_some()
+        };
     if valid {
         Ok(uri)
     } else {
-        Err(ParseError::BadRequest("invalid request target"))
+        Err(invalid_target())
     }
+}
+
+/// RFC 9110 §7.2 and §4.2.1: `uri-host [ ":" port ]` with a host that is
+/// not empty, a port of digits (possibly none), and no userinfo. (The
+/// `http` crate's `Authority` checks the characters and the colons.)
+fn is_host(value: &[u8]) -> bool {
+    if value.contains(&b'@') {
+        return false;
+    }
+    let (host, port) = if value.first() == Some(&b'[') {
+        match value.iter().position(|&b| b == b']') {
+            Some(end) => value.split_at(end + 1),
+            None => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => value.split_at(colon),
+            None => (value, &[][..]),
+        }
+    };
+    !host.is_empty()
+        && match port.split_first() {
+            None => true,
+            Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 /// What the header fields say about framing and the connection.
@@ -677,10 +724,21 @@ mod tests {
             parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
             Err(ParseError::BadRequest(_))
         ));
-        assert!(matches!(
-            parse("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"),
-            Err(ParseError::BadRequest(_))
-        ));
+        // Found by a smuggling probe: a port that is no number, or no
+        // host before the port, made a URI no client could have meant.
+        for bad in ["u@a", "x:abc", "x:80x", "x:-1", ":80", "[::1]x", "[::1"] {
+            assert!(
+                matches!(
+                    parse(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")),
+                    Err(ParseError::BadRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+        for good in ["a", "a:", "a:8080", "[::1]", "[::1]:80", "127.0.0.1:1"] {
+            let request = head(&format!("GET /x HTTP/1.1\r\nHost: {good}\r\n\r\n")).request;
+            assert_eq!(request.uri().authority().unwrap().as_str(), good);
+        }
         assert_eq!(head("GET /x HTTP/1.0\r\n\r\n").request.uri(), "/x");
     }
 
@@ -704,6 +762,11 @@ mod tests {
             parse("GET / HTXP/1.1\r\nHost: a\r\n\r\n"),
             Err(ParseError::BadRequest(_))
         ));
+        // The empty line a request may follow is not its request line.
+        assert_eq!(
+            parse("\r\nGET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err(),
+            ParseError::VersionNotSupported
+        );
     }
 
     #[test]
@@ -759,6 +822,33 @@ mod tests {
             "a.org:443"
         );
         assert!(parse("GET a.org HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+        // Found by a smuggling probe: fragments (which the `http` crate
+        // drops), userinfo, and CONNECT targets that are no authority
+        // with a port.
+        for bad in [
+            "GET /hello#frag HTTP/1.1",
+            "GET /hello?a#b HTTP/1.1",
+            "GET http://x/hello#frag HTTP/1.1",
+            "GET http://u:p@x/hello HTTP/1.1",
+            "GET http://x:abc/ HTTP/1.1",
+            "CONNECT /hello HTTP/1.1",
+            "CONNECT x HTTP/1.1",
+            "CONNECT u@x:443 HTTP/1.1",
+        ] {
+            assert!(
+                matches!(
+                    parse(&format!("{bad}\r\nHost: x\r\n\r\n")),
+                    Err(ParseError::BadRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            head("GET http://x:8080/a?b HTTP/1.1\r\nHost: x\r\n\r\n")
+                .request
+                .uri(),
+            "http://x:8080/a?b"
+        );
     }
 
     /// Every spelling of a name is the same lower-case name, whichever
