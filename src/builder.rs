@@ -275,7 +275,9 @@ impl<H, B> Builder<H, B> {
     /// A request over a Unix domain socket is served as over TCP (files
     /// go out with `sendfile(2)` too), except that it has no client
     /// address: [`get_client_info`](crate::get_client_info) answers
-    /// [`ClientInfoUnavailable`](crate::ClientInfoUnavailable).
+    /// [`ClientInfoUnavailable`](crate::ClientInfoUnavailable); its user,
+    /// group and process IDs are in every request's
+    /// [`PeerCredentials`](crate::PeerCredentials) extension instead.
     /// [`Server::unix_addrs`] lists these listeners;
     /// [`Server::local_addrs`] lists only the TCP ones. A server with no
     /// TCP listener does not run [`Builder::after_start`], which speaks of

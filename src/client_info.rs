@@ -1,6 +1,7 @@
 //! Who is on the other end of a connection.
 
 use crate::body::Connection;
+use crate::tls::PeerCertificates;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -144,6 +145,75 @@ pub fn get_client_info(conn: &Connection) -> Result<ConnectionInfo, ClientInfoUn
         port: peer.port(),
         ip_address: IpAddress::from(peer.ip()),
     })
+}
+
+/// The process at the other end of a Unix domain socket, as the kernel
+/// recorded it when it connected (`SO_PEERCRED`): its user, group and
+/// process IDs, which a client cannot forge. A request that came over a
+/// Unix domain socket (see
+/// [`Builder::unix_listener`](crate::Builder::unix_listener)) carries it
+/// as an extension, over HTTP/1.1 and every HTTP/2 stream alike, also
+/// through [`Builder::read_request_body`](crate::Builder::read_request_body);
+/// over TCP there is none. For a local service that lets only some users
+/// in, on top of the socket file's permissions.
+///
+/// ```no_run
+/// use http::{Request, Response};
+/// use mist::{Connection, PeerCredentials, ResponseData};
+///
+/// async fn handler(req: Request<Connection>) -> Response<ResponseData> {
+///     match req.extensions().get::<PeerCredentials>() {
+///         Some(peer) if peer.uid == 0 => Response::new(ResponseData::from("hello, root")),
+///         Some(peer) => Response::new(ResponseData::from(format!("hello, user {}", peer.uid))),
+///         None => Response::builder()
+///             .status(403)
+///             .body(ResponseData::from("local clients only"))
+///             .unwrap(),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The client process's effective user ID.
+    pub uid: u32,
+    /// Its effective group ID.
+    pub gid: u32,
+    /// Its process ID, where the system tells it (Linux does).
+    pub pid: Option<i32>,
+}
+
+impl PeerCredentials {
+    /// Asks the kernel about the process at the other end of `stream`.
+    pub(crate) fn of(stream: &tokio::net::UnixStream) -> std::io::Result<PeerCredentials> {
+        let credentials = stream.peer_cred()?;
+        Ok(PeerCredentials {
+            uid: credentials.uid(),
+            gid: credentials.gid(),
+            pid: credentials.pid(),
+        })
+    }
+}
+
+/// What a connection's client proved about itself, for every request's
+/// extensions: TLS client certificates, or a Unix socket's credentials.
+/// Inserted where the request is built (`parse_head`, the HTTP/2 stream),
+/// so that a connection without either pays two branches per request.
+#[derive(Clone, Default)]
+pub(crate) struct Identity {
+    pub certificates: Option<PeerCertificates>,
+    pub credentials: Option<PeerCredentials>,
+}
+
+impl Identity {
+    pub(crate) fn insert_into(&self, extensions: &mut http::Extensions) {
+        if let Some(chain) = &self.certificates {
+            extensions.insert(chain.clone());
+        }
+        if let Some(credentials) = self.credentials {
+            extensions.insert(credentials);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl Http1 {
                 &Scheme::HTTP,
                 &mut self.host,
                 None,
-                None,
+                &crate::client_info::Identity::default(),
             ) {
                 Ok(Some(head)) => {
                     let upgrade = crate::ws::handshake::accept(

@@ -107,6 +107,7 @@ pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
 pub use builder::{new, Builder, Handler, ReadBody, Scheme, Startable};
 pub use client_info::{
     get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
+    PeerCredentials,
 };
 pub use file::{send_file, send_open_file, FileBody, FileError};
 pub use messages::Messages;

@@ -12,7 +12,8 @@ use support::{get, Client, TestDir, SAFETY_TIMEOUT};
 use tokio::net::UnixStream;
 
 /// What the tests' server answers: `/who` the client's address or
-/// `unknown`, `/file/NAME` a file of `dir` (zero-copy where the socket
+/// `unknown`, `/cred` the client's credentials as `UID GID PID` or
+/// `none`, `/file/NAME` a file of `dir` (zero-copy where the socket
 /// allows), anything else `over unix`.
 fn handler(
     dir: std::path::PathBuf,
@@ -25,6 +26,13 @@ fn handler(
                 Ok(info) => ResponseData::from(info.to_string()),
                 Err(mist::ClientInfoUnavailable) => ResponseData::from("unknown"),
             }
+        } else if path == "/cred" {
+            match req.extensions().get::<mist::PeerCredentials>() {
+                Some(peer) => {
+                    ResponseData::from(format!("{} {} {:?}", peer.uid, peer.gid, peer.pid))
+                }
+                None => ResponseData::from("none"),
+            }
         } else if let Some(name) = path.strip_prefix("/file/") {
             mist::send_file(dir.join(name), 0, None).expect("the file exists")
         } else {
@@ -32,6 +40,14 @@ fn handler(
         };
         std::future::ready(Response::new(body))
     }
+}
+
+/// `UID GID Some(PID)` of this process, as `/cred` writes them: the
+/// owner of a file it made (the socket file) and its ID.
+fn ours(made: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(made).unwrap();
+    format!("{} {} Some({})", meta.uid(), meta.gid(), std::process::id())
 }
 
 async fn connect(path: &Path) -> Client<UnixStream> {
@@ -68,6 +84,9 @@ async fn http1_is_served_on_a_unix_socket() {
     let who = client.response().await;
     assert_eq!((who.status, who.text()), (200, "unknown"));
     assert_eq!(client.response().await.text(), "over unix");
+    // The client is this process: its user, group and ID.
+    client.send(get("/cred")).await;
+    assert_eq!(client.response().await.text(), ours(&path));
     client.send(get("/file/big.bin")).await;
     let file = client.response().await;
     assert_eq!(file.header("content-length"), Some("3000000"));
@@ -111,6 +130,8 @@ async fn tcp_and_unix_listeners_serve_together() {
     over_tcp.send(get("/who")).await;
     let who = over_tcp.response().await;
     assert!(who.text().starts_with("127.0.0.1:"), "{}", who.text());
+    over_tcp.send(get("/cred")).await;
+    assert_eq!(over_tcp.response().await.text(), "none");
     let mut over_unix = connect(&path).await;
     over_unix.send(get("/who")).await;
     assert_eq!(over_unix.response().await.text(), "unknown");
@@ -135,6 +156,7 @@ async fn http2_is_served_on_a_unix_socket() {
         ("/", "over unix"),
         ("/file/small.txt", "a small file"),
         ("/who", "unknown"),
+        ("/cred", &ours(&path)),
     ] {
         let request = Request::get(format!("http://localhost{target}"))
             .body(())
@@ -206,4 +228,27 @@ async fn a_unix_socket_that_is_not_listening_is_refused() {
         }
         other => panic!("expected a Listener error, got {other:?}"),
     }
+}
+
+/// The credentials reach a handler behind `read_request_body` too.
+#[tokio::test]
+async fn credentials_reach_a_handler_that_takes_the_body_read() {
+    let dir = TestDir::new("unix-read-body");
+    let path = dir.path("body.sock");
+    let _server = mist::new(|req: Request<Bytes>| async move {
+        let uid = req
+            .extensions()
+            .get::<mist::PeerCredentials>()
+            .map(|peer| peer.uid);
+        Response::new(ResponseData::from(format!("{uid:?} {}", req.body().len())))
+    })
+    .read_request_body(1024, Response::new(""))
+    .unix_listener(UnixListener::bind(&path).unwrap())
+    .start_http()
+    .await
+    .unwrap();
+    let mut client = connect(&path).await;
+    client.send(support::post("/", b"12345")).await;
+    let uid = ours(&path).split(' ').next().unwrap().to_string();
+    assert_eq!(client.response().await.text(), format!("Some({uid}) 5"));
 }

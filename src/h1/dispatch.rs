@@ -12,12 +12,12 @@ use super::io::{
 use super::parse::{parse_head, Head};
 use crate::body::Connection;
 use crate::builder::Handler;
+use crate::client_info::Identity;
 use crate::config::{
     Config, COPY_BODY_MAX, LINGER_BYTES, LINGER_TIME, MAX_PIPELINED, WRITE_BUFFER_FLUSH,
 };
 use crate::io::{deadline_after, poll_deadline, timed, Deadline, Plain, Socket, StopWatch};
 use crate::response::{ended_short, plain_response, ChunkedBody, Fit, ResponseData};
-use crate::tls::PeerCertificates;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::uri::Scheme;
 use http::{response, Method, Request, Response, StatusCode, Version};
@@ -41,9 +41,9 @@ pub(crate) struct ConnContext {
     /// Becomes true when the server shuts down: finish the request in
     /// flight, then close.
     pub shutdown: StopWatch,
-    /// The certificates the client presented in the TLS handshake, for
-    /// each request's extensions.
-    pub peer_certificates: Option<PeerCertificates>,
+    /// The certificates the client presented in the TLS handshake, or
+    /// its Unix socket's credentials, for each request's extensions.
+    pub identity: Identity,
 }
 
 /// What the connection keeps of a request's head while its handler runs.
@@ -527,7 +527,7 @@ async fn read_head<S: Socket>(
                 &ctx.scheme,
                 &mut transport.host,
                 ctx.peer,
-                ctx.peer_certificates.as_ref(),
+                &ctx.identity,
             ) {
                 Ok(Some(head)) => return Some(head),
                 Ok(None) => {}

@@ -4,8 +4,8 @@
 
 use super::error::ParseError;
 use crate::body::Connection;
+use crate::client_info::Identity;
 use crate::config::{Config, MAX_HEADERS_CAP};
-use crate::tls::PeerCertificates;
 use bytes::{Bytes, BytesMut};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{header, HeaderName, HeaderValue, Method, Request, Uri, Version};
@@ -50,7 +50,8 @@ pub(crate) struct Head {
 /// split off `buf`; `Ok(None)` means more bytes are needed. `host` keeps
 /// the authority of the connection's last `Host` header: the next request
 /// almost always repeats it, and then it is not parsed again.
-/// `certificates`, a TLS client's, go into the request's extensions here,
+/// `identity`, a TLS client's certificates or a Unix socket's credentials,
+/// goes into the request's extensions here,
 /// where the request is built: inserted later, in the connection's loop,
 /// the compiler copied every request's head once more, also on
 /// connections without them (+120 instructions per request).
@@ -60,7 +61,7 @@ pub(crate) fn parse_head(
     scheme: &Scheme,
     host: &mut Option<Authority>,
     peer: Option<SocketAddr>,
-    certificates: Option<&PeerCertificates>,
+    identity: &Identity,
 ) -> Result<Option<Head>, ParseError> {
     if buf.is_empty() {
         return Ok(None);
@@ -189,9 +190,7 @@ pub(crate) fn parse_head(
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    if let Some(chain) = certificates {
-        request.extensions_mut().insert(chain.clone());
-    }
+    identity.insert_into(request.extensions_mut());
     Ok(Some(Head {
         request,
         body,
@@ -611,7 +610,7 @@ mod tests {
             &Scheme::HTTP,
             &mut None,
             None,
-            None,
+            &Identity::default(),
         )
     }
 

@@ -15,13 +15,13 @@ use self::body::H2Body;
 use self::io::{Prefixed, StreamIo};
 use crate::body::{BodySource, Connection};
 use crate::builder::Handler;
+use crate::client_info::Identity;
 use crate::config::{Config, LINGER_TIME};
 use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
-use crate::tls::PeerCertificates;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::ext::Protocol;
@@ -76,8 +76,9 @@ struct StreamContext {
     /// claims.
     scheme: Scheme,
     config: Arc<Config>,
-    /// The client's certificates, for every stream's request.
-    peer_certificates: Option<PeerCertificates>,
+    /// The client's certificates or credentials, for every stream's
+    /// request.
+    identity: Identity,
     /// The connection's registration for the server's stop; streams that
     /// outlive their handler (event streams) take one of their own.
     shutdown: StopWatch,
@@ -108,7 +109,7 @@ where
         scheme,
         config,
         shutdown,
-        peer_certificates,
+        identity,
     } = ctx;
     let mut builder = h2::server::Builder::new();
     builder
@@ -152,7 +153,7 @@ where
         peer,
         scheme,
         config,
-        peer_certificates,
+        identity,
         shutdown,
     });
     let mut streams = JoinSet::new();
@@ -347,9 +348,7 @@ fn to_request(
             "too many header fields",
         ));
     }
-    if let Some(chain) = &shared.peer_certificates {
-        parts.extensions.insert(chain.clone());
-    }
+    shared.identity.insert_into(&mut parts.extensions);
     let connect = parts.method == Method::CONNECT;
     // A plain CONNECT keeps its authority-form target, as over HTTP/1.1.
     if !connect && (parts.uri.scheme() != Some(&shared.scheme) || parts.uri.authority().is_none()) {

@@ -5,6 +5,7 @@ mod listener;
 
 use crate::body::Connection;
 use crate::builder::{Handler, Scheme};
+use crate::client_info::{Identity, PeerCredentials};
 use crate::config::Config;
 use crate::h1::dispatch::{self, ConnContext};
 use crate::io::{Shutdown, Socket};
@@ -413,10 +414,16 @@ impl<H: Handler<Connection>> Supervisor<H> {
                                 if let Err(err) = stream.set_nodelay(true) {
                                     debug!(%err, "cannot set TCP_NODELAY");
                                 }
-                                self.spawn_connection(&mut connections, stream, Some(peer), permit, drain.clone());
+                                self.spawn_connection(&mut connections, stream, Some(peer), Identity::default(), permit, drain.clone());
                             }
                             listener::Accepted::Unix(stream) => {
-                                self.spawn_connection(&mut connections, stream, None, permit, drain.clone());
+                                let identity = Identity {
+                                    credentials: PeerCredentials::of(&stream)
+                                        .inspect_err(|err| debug!(%err, "no peer credentials"))
+                                        .ok(),
+                                    ..Identity::default()
+                                };
+                                self.spawn_connection(&mut connections, stream, None, identity, permit, drain.clone());
                             }
                         }
                     }
@@ -454,12 +461,13 @@ impl<H: Handler<Connection>> Supervisor<H> {
     }
 
     /// Serves one connection in a task of its own; `peer` is `None` on a
-    /// Unix domain socket.
+    /// Unix domain socket, whose `identity` has the client's credentials.
     fn spawn_connection<S: Socket>(
         &self,
         connections: &mut JoinSet<()>,
         stream: S,
         peer: Option<SocketAddr>,
+        identity: Identity,
         permit: OwnedSemaphorePermit,
         shutdown: Shutdown,
     ) {
@@ -468,7 +476,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
             scheme: self.scheme.clone(),
             config: Arc::clone(&self.config),
             shutdown: shutdown.watch(),
-            peer_certificates: None,
+            identity,
         };
         let handler = Arc::clone(&self.handler);
         // The TLS handshake runs in the connection's task, never here: a
