@@ -175,6 +175,9 @@ async fn run() -> ExitCode {
         Ok(server) => server,
         Err(err) => {
             eprintln!("cannot start: {err}");
+            if let Some(path) = &args.unix {
+                let _ = std::fs::remove_file(path);
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -189,11 +192,23 @@ async fn run() -> ExitCode {
 }
 
 /// Binds a Unix domain socket at `path`, first removing a socket file an
-/// earlier run left there (never a file of another kind).
+/// earlier run left there: never a file of another kind, nor the socket of
+/// a server still listening on it.
 fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::{fs::FileTypeExt, net::UnixStream};
     if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
-        std::fs::remove_file(path)?;
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server listens on it",
+                ))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)?;
+            }
+            Err(_) => {}
+        }
     }
     std::os::unix::net::UnixListener::bind(path)
 }

@@ -99,10 +99,34 @@ type AfterStart = Arc<dyn Fn(u16, Scheme, IpAddress) + Send + Sync>;
 /// `B` is the request body type the handler takes: [`Connection`] (the
 /// default: the body stays on the socket until read) or `Bytes` (read
 /// before the handler runs; see [`Builder::read_request_body`]). Only a
-/// `Builder<_, Connection>` can start ([`Startable`]), so the compiler
-/// checks the choice: a handler taking `Request<Bytes>` cannot call
-/// `start_http` until `read_request_body` says how much to read, and the
-/// compiler's error says so.
+/// `Builder<_, Connection>` can start, so the compiler checks the choice:
+/// a handler taking `Request<Bytes>` has no `start_http` until
+/// `read_request_body` says how much to read (the compiler says "no method
+/// named `start_http`", and that the method exists for `Builder<H>`, that
+/// is `Builder<H, Connection>`). A closure whose argument type is not
+/// written out is taken for a `Request<Connection>` handler at
+/// `start_http`:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), mist::StartError> {
+/// let server = mist::new(|req| async move {
+///     let path = req.uri().path().to_string();
+///     http::Response::new(mist::ResponseData::from(path))
+/// })
+/// .start_http()
+/// .await?;
+/// # let _ = server; Ok(()) }
+/// ```
+///
+/// ```compile_fail,E0599
+/// # async fn run() {
+/// let server = mist::new(|req: http::Request<mist::bytes::Bytes>| async move {
+///     http::Response::new(mist::ResponseData::from(req.into_body()))
+/// })
+/// .start_http() // no method: call `.read_request_body(limit, failure)` first
+/// .await;
+/// # }
+/// ```
 ///
 /// ```no_run
 /// use http::{Request, Response};
@@ -273,15 +297,21 @@ impl<H, B> Builder<H, B> {
     /// listener; TCP and Unix listeners may be mixed.
     ///
     /// A request over a Unix domain socket is served as over TCP (files
-    /// go out with `sendfile(2)` too), except that it has no client
-    /// address: [`get_client_info`](crate::get_client_info) answers
+    /// go out with `sendfile(2)` too), except for two things. A Unix
+    /// socket has no reset: a response stream that fails cannot tell an
+    /// HTTP/1.0 client, whose body runs until close, that the body is
+    /// incomplete (it is logged as an error), so a proxy in front should
+    /// speak HTTP/1.1 (nginx: `proxy_http_version 1.1;`). And a client has
+    /// no address: [`get_client_info`](crate::get_client_info) answers
     /// [`ClientInfoUnavailable`](crate::ClientInfoUnavailable); its user,
     /// group and process IDs are in every request's
     /// [`PeerCredentials`](crate::PeerCredentials) extension instead.
+    ///
     /// [`Server::unix_addrs`] lists these listeners;
     /// [`Server::local_addrs`] lists only the TCP ones. A server with no
     /// TCP listener does not run [`Builder::after_start`], which speaks of
-    /// ports; by default it prints `Listening on unix:PATH (http)`.
+    /// ports (a warning says so if one was set); by default it prints
+    /// `Listening on unix:PATH (http)`.
     ///
     /// mist neither creates nor removes the socket file: binding fails if
     /// the file exists (a server that stopped without removing it), so
@@ -289,13 +319,21 @@ impl<H, B> Builder<H, B> {
     /// has stopped. The listener must be listening, as for
     /// [`Builder::listener`] (every `UnixListener` made by `bind` is).
     ///
+    /// A tokio listener converts with `into_std()`.
+    ///
     /// ```no_run
     /// # use http::{Request, Response};
     /// # use mist::{Connection, ResponseData};
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::os::unix::{fs::FileTypeExt, net::UnixListener, net::UnixStream};
     /// let path = "/run/myapp/http.sock";
-    /// let _ = std::fs::remove_file(path); // left by an earlier run
-    /// let listener = std::os::unix::net::UnixListener::bind(path)?;
+    /// // A socket file left by an earlier run, which nobody listens on:
+    /// if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+    ///     && UnixStream::connect(path).is_err()
+    /// {
+    ///     std::fs::remove_file(path)?;
+    /// }
+    /// let listener = UnixListener::bind(path)?;
     /// let server = mist::new(|_req: Request<Connection>| async {
     ///     Response::new(ResponseData::from("Hello over a Unix socket"))
     /// })
@@ -607,52 +645,7 @@ impl<H: Handler<Bytes>> Builder<H, Bytes> {
     }
 }
 
-/// The request body a server can start with: [`Connection`], the body
-/// left on the socket for the handler to read. A handler that takes a
-/// `Request<Bytes>` starts once [`Builder::read_request_body`] has made
-/// it a handler of `Request<Connection>` (by reading the body first, with
-/// a limit): until then the compiler refuses `start_http` with a message
-/// that says so. Nothing else implements this trait.
-///
-/// ```compile_fail
-/// use http::{Request, Response};
-/// use mist::bytes::Bytes;
-/// # async fn run() {
-/// let server = mist::new(|req: Request<Bytes>| async move {
-///     Response::new(mist::ResponseData::from(req.into_body()))
-/// })
-/// .start_http() // error: call `read_request_body(limit, failure_response)` first
-/// .await;
-/// # }
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "a server cannot start with a handler taking `Request<{Self}>`",
-    label = "the handler takes `Request<{Self}>`",
-    note = "call `.read_request_body(limit, failure_response)` before starting: it reads each body into `Bytes` first",
-    note = "or make the handler take `Request<mist::Connection>` and read the body with `mist::read_body` or `mist::stream`"
-)]
-pub trait Startable: sealed::Sealed + Sized {
-    /// The handler as the engine calls it.
-    #[doc(hidden)]
-    fn engine_handler<H: Handler<Self>>(handler: H) -> impl Handler<Connection>;
-}
-
-impl Startable for Connection {
-    fn engine_handler<H: Handler<Connection>>(handler: H) -> impl Handler<Connection> {
-        handler
-    }
-}
-
-mod sealed {
-    /// Only mist's own types are [`Startable`](super::Startable).
-    pub trait Sealed {}
-    impl Sealed for crate::body::Connection {}
-}
-
-/// The bounds are on each method, not on the block, so that a builder
-/// whose handler takes another body finds the method and is told why it
-/// cannot call it (see [`Startable`]).
-impl<H, B> Builder<H, B> {
+impl<H: Handler<Connection>> Builder<H, Connection> {
     /// Binds the listener(s) and starts serving HTTP/1.1 on the current
     /// tokio runtime. Returns once the server is listening (after
     /// [`Builder::after_start`] has run); the server keeps running until
@@ -669,11 +662,7 @@ impl<H, B> Builder<H, B> {
     /// println!("port {}", server.port());
     /// # Ok(()) }
     /// ```
-    pub async fn start_http(self) -> Result<Server, StartError>
-    where
-        B: Startable,
-        H: Handler<B>,
-    {
+    pub async fn start_http(self) -> Result<Server, StartError> {
         self.start(None).await
     }
 
@@ -700,11 +689,7 @@ impl<H, B> Builder<H, B> {
         self,
         certfile: impl AsRef<Path>,
         keyfile: impl AsRef<Path>,
-    ) -> Result<Server, HttpsError>
-    where
-        B: Startable,
-        H: Handler<B>,
-    {
+    ) -> Result<Server, HttpsError> {
         let certificates =
             Certificates::load(certfile.as_ref(), keyfile.as_ref(), self.config.http2)?;
         Ok(self.start(Some(Arc::new(certificates))).await?)
@@ -767,21 +752,13 @@ impl<H, B> Builder<H, B> {
     pub async fn start_https_with_config(
         self,
         config: rustls::ServerConfig,
-    ) -> Result<Server, StartError>
-    where
-        B: Startable,
-        H: Handler<B>,
-    {
+    ) -> Result<Server, StartError> {
         let certificates = Certificates::custom(config, self.config.http2);
         self.start(Some(Arc::new(certificates))).await
     }
 
     /// Starts plain HTTP, or HTTPS with `tls`.
-    async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError>
-    where
-        B: Startable,
-        H: Handler<B>,
-    {
+    async fn start(self, tls: Option<Arc<Certificates>>) -> Result<Server, StartError> {
         let scheme = match tls {
             Some(_) => Scheme::Https,
             None => Scheme::Http,
@@ -796,7 +773,7 @@ impl<H, B> Builder<H, B> {
             scheme,
             tls,
         };
-        let server = server::start(options, Arc::new(B::engine_handler(self.handler))).await?;
+        let server = server::start(options, Arc::new(self.handler)).await?;
         match (server.local_addrs().first(), self.after_start) {
             (Some(addr), Some(after_start)) => {
                 after_start(addr.port(), scheme, IpAddress::from(addr.ip()));
@@ -805,7 +782,9 @@ impl<H, B> Builder<H, B> {
                 default_after_start(addr.port(), scheme, IpAddress::from(addr.ip()));
             }
             // Only Unix domain sockets: `after_start` speaks of ports.
-            (None, Some(_)) => {}
+            (None, Some(_)) => tracing::warn!(
+                "after_start is not run: the server listens on Unix domain sockets only"
+            ),
             (None, None) => {
                 if let Some(addr) = server.unix_addrs().first() {
                     println!("Listening on {} ({scheme})", unix_addr_text(addr));

@@ -22,8 +22,10 @@ pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// client as they are, so the kernel may write to it directly.
     fn as_plain(&self) -> Option<&dyn Plain>;
 
-    /// Makes closing the connection send a reset instead of a clean end.
-    fn reset_on_close(&self);
+    /// Makes closing the connection send a reset instead of a clean end;
+    /// `false` where the stream has no reset (a Unix domain socket), and
+    /// the client sees a clean end.
+    fn reset_on_close(&self) -> bool;
 }
 
 /// What the engines ask of a kernel socket itself: its descriptor and its
@@ -44,9 +46,11 @@ impl Socket for TcpStream {
         Some(self)
     }
 
-    fn reset_on_close(&self) {
+    fn reset_on_close(&self) -> bool {
         // SO_LINGER with a zero timeout: close() sends RST.
-        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+        socket2::SockRef::from(self)
+            .set_linger(Some(Duration::ZERO))
+            .is_ok()
     }
 }
 
@@ -56,10 +60,12 @@ impl Socket for UnixStream {
     }
 
     /// A Unix domain socket has no reset: the client sees the end of the
-    /// stream, and a response cut short is still incomplete by its own
-    /// framing (a `content-length` not reached, a chunked body without its
-    /// last chunk).
-    fn reset_on_close(&self) {}
+    /// stream. A response cut short is still incomplete by its own framing
+    /// (a `content-length` not reached, a chunked body without its last
+    /// chunk), except a body that runs until close (HTTP/1.0).
+    fn reset_on_close(&self) -> bool {
+        false
+    }
 }
 
 /// Both of tokio's stream sockets have these methods of their own.

@@ -104,7 +104,7 @@ mod tls;
 mod ws;
 
 pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
-pub use builder::{new, Builder, Handler, ReadBody, Scheme, Startable};
+pub use builder::{new, Builder, Handler, ReadBody, Scheme};
 pub use client_info::{
     get_client_info, ip_address_to_string, ClientInfoUnavailable, ConnectionInfo, IpAddress,
     PeerCredentials,

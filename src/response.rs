@@ -98,7 +98,9 @@ impl ResponseData {
 
     /// A chunked body from an async stream of chunks. If the stream yields an
     /// error, the connection is closed without the final empty chunk, so the
-    /// client can tell the body is incomplete. Any `futures` stream works;
+    /// client can tell the body is incomplete (an HTTP/1.0 client, whose
+    /// body runs until close, by a reset; a Unix domain socket has none,
+    /// see [`Builder::unix_listener`](crate::Builder::unix_listener)). Any `futures` stream works;
     /// the one below is written by hand to need only the `futures-core`
     /// crate (`futures-util`'s `stream::iter`, `unfold` or a channel's
     /// stream wrapper are the usual sources).

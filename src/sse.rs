@@ -627,7 +627,9 @@ async fn run<State, Message, Loop>(
     shared.lock().closed = true;
     match end {
         End::Gone => {}
-        End::Failed => io.reset_on_close(),
+        End::Failed => {
+            io.reset_on_close();
+        }
         End::Done => {
             if writer.flush(&mut io, &shared).await.is_ok() {
                 let finish = async {

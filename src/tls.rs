@@ -561,8 +561,8 @@ impl<S: Socket> Socket for TlsStream<S> {
 
     /// The socket underneath resets (TCP's close sends RST), without a
     /// close_notify.
-    fn reset_on_close(&self) {
-        self.get_ref().0.reset_on_close();
+    fn reset_on_close(&self) -> bool {
+        self.get_ref().0.reset_on_close()
     }
 }
 

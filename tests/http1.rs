@@ -713,6 +713,51 @@ mod rejections {
         refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400).await;
     }
 
+    /// Found by `scripts/smuggle-probe`: a fragment the `http` crate
+    /// dropped (`/admin#x` served as `/admin`), userinfo, a port that is no
+    /// number, and a CONNECT target that is no `host:port`.
+    #[tokio::test]
+    async fn hrs_targets_and_hosts_a_proxy_could_read_otherwise_are_400() {
+        for raw in [
+            &b"GET /hello#frag HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET http://u:p@a/hello HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+            b"CONNECT /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            refused(raw, 400).await;
+        }
+    }
+
+    /// Found by `scripts/smuggle-probe`: a NUL in a chunk extension, and
+    /// trailer lines that are no field lines (here a request line), were
+    /// skipped; a proxy that reads them otherwise frames the body
+    /// differently.
+    #[tokio::test]
+    async fn hrs_malformed_chunk_extensions_and_trailers_are_400() {
+        let server = serve(support::echo_handler).await;
+        for body in [
+            &b"5;a\x00b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX: a\r\n b\r\n\r\n",
+        ] {
+            let mut client = Client::connect(&server).await;
+            client
+                .send(
+                    [
+                        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                        body,
+                    ]
+                    .concat(),
+                )
+                .await;
+            let resp = client.response().await;
+            assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(body));
+            assert!(resp.closes());
+            assert!(client.is_closed().await);
+        }
+    }
+
     #[tokio::test]
     async fn hrs_bad_chunk_framing_does_not_desync() {
         let server = serve(support::echo_handler).await;

@@ -286,7 +286,7 @@ async fn malformed_upgrades_get_an_empty_400_and_no_handler() {
 /// and the connection closed, with or without the client waiting for
 /// `100 Continue`. An empty body (`Content-Length: 0`) is no body.
 #[tokio::test]
-async fn an_upgrade_with_a_request_body_is_refused_not_read_as_frames() {
+async fn hrs_an_upgrade_with_an_unread_body_is_refused_not_read_as_frames() {
     let (server, mut events) = echo_server(WebsocketOptions::default()).await;
     let frame_bytes = frame(true, 1, b"hi");
     let chunked = format!("{:x}\r\n", frame_bytes.len()).into_bytes();
@@ -317,6 +317,41 @@ async fn an_upgrade_with_a_request_body_is_refused_not_read_as_frames() {
     let mut client = Client::connect(&server).await;
     client.send(upgrade_request("Content-Length: 0\r\n")).await;
     assert_eq!(client.head_response().await.status, 101);
+}
+
+/// A body the handler has read whole is no obstacle: what follows it is
+/// the WebSocket's.
+#[tokio::test]
+async fn an_upgrade_whose_body_the_handler_read_is_served() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let server = serve(move |mut req: Request<Connection>| {
+        let tx = tx.clone();
+        async move {
+            let mut body = mist::stream(&mut req);
+            let mut read = 0;
+            while let Some(chunk) = body.next().await {
+                read += chunk.expect("the body arrives").len();
+            }
+            assert_eq!(read, 5);
+            echo(req, tx, WebsocketOptions::default())
+        }
+    })
+    .await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let head = upgrade_request("Content-Length: 5\r\n");
+    stream
+        .write_all(&[head.as_bytes(), b"hello", &frame(true, 1, b"after")].concat())
+        .await
+        .unwrap();
+    let mut raw = Raw {
+        stream,
+        buf: Vec::new(),
+    };
+    let head = String::from_utf8(raw.until(b"\r\n\r\n").await).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(raw.read_frame().await, Some((1, b"after".to_vec())));
 }
 
 #[tokio::test]

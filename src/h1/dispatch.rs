@@ -907,7 +907,11 @@ async fn write_chunks<S: Socket>(
                 // runs until close (HTTP/1.0).
                 debug!(%err, "chunked response stream failed; resetting the connection");
                 let _ = out.flush(write_buf, config).await;
-                out.abort();
+                if !out.abort() && !framed && left.is_none() {
+                    // A Unix domain socket has no reset, and a body that
+                    // runs until close has no end of its own.
+                    error!(%err, "a response stream failed on a connection that cannot be reset, with a body that runs until close (HTTP/1.0): the client cannot tell it is incomplete");
+                }
                 return Err(io::Error::other(err));
             }
             None => {
@@ -961,12 +965,11 @@ impl<S: Socket> Out<'_, S> {
         result
     }
 
-    fn abort(&mut self) {
+    /// See [`Transport::abort`].
+    fn abort(&mut self) -> bool {
         match self {
             Out::Own(transport) => transport.abort(),
-            Out::Lent(lent, _) => {
-                with_lent(lent, |transport| transport.abort());
-            }
+            Out::Lent(lent, _) => with_lent(lent, |transport| transport.abort()).unwrap_or(true),
         }
     }
 }

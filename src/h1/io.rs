@@ -119,9 +119,10 @@ impl<S: crate::io::Socket> Transport<S> {
 
     /// Makes the coming close a reset (RFC 9293 abort): a client reading
     /// until close must not mistake a truncated body for a whole one.
-    pub(crate) fn abort(&mut self) {
-        self.stream.reset_on_close();
+    /// `false` where the stream has no reset (a Unix domain socket).
+    pub(crate) fn abort(&mut self) -> bool {
         self.aborted = true;
+        self.stream.reset_on_close()
     }
 
     pub(crate) fn aborted(&self) -> bool {

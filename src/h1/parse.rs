@@ -361,30 +361,41 @@ fn request_uri(
     last_host: Option<&mut Option<Authority>>,
 ) -> Result<Uri, ParseError> {
     let host = match host {
-        Some((head, range)) if !range.is_empty() => Some(match last_host {
-            Some(Some(last)) if last.as_str().as_bytes() == &head[range.clone()] => last.clone(),
+        Some((head, range)) if !range.is_empty() => match last_host {
+            Some(Some(last)) if last.as_str().as_bytes() == &head[range.clone()] => {
+                Some(last.clone())
+            }
             _ => {
                 let value = &head[range.clone()];
                 if !is_host(value) {
                     return Err(ParseError::BadRequest("invalid host header"));
                 }
-                let invalid = |_| ParseError::BadRequest("invalid host header");
-                match last_host {
+                let authority = match last_host {
                     // Kept for the next request: a copy, not a slice of
                     // the head, so that it does not pin the read buffer.
                     Some(last_host) if value.len() <= HOST_CACHE_MAX => {
-                        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(value))
-                            .map_err(invalid)?;
-                        *last_host = Some(authority.clone());
+                        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(value));
+                        if let Ok(authority) = &authority {
+                            *last_host = Some(authority.clone());
+                        }
                         authority
                     }
                     // Not kept: the connection ends after this request, or
                     // the value is too long to hold between requests (a
                     // client's 60 KB Host).
-                    _ => Authority::from_maybe_shared(head.slice(range)).map_err(invalid)?,
+                    _ => Authority::from_maybe_shared(head.slice(range)),
+                };
+                match authority {
+                    Ok(authority) => Some(authority),
+                    // The `http` crate refuses percent-encoding in a host
+                    // name, which RFC 3986 allows: clients of Unix sockets
+                    // put the socket's path there (`%2Frun%2Fapp.sock`).
+                    // The URI goes without an authority; the field stays.
+                    Err(_) if is_reg_name(value) => None,
+                    Err(_) => return Err(ParseError::BadRequest("invalid host header")),
                 }
             }
-        }),
+        },
         _ => None,
     };
     let invalid_target = || ParseError::BadRequest("invalid request target");
@@ -438,6 +449,30 @@ fn request_uri(
     } else {
         Err(invalid_target())
     }
+}
+
+/// RFC 3986 §3.2.2 `reg-name [ ":" port ]`: unreserved characters,
+/// percent-encodings and sub-delimiters (what `is_host` has not already
+/// refused).
+fn is_reg_name(value: &[u8]) -> bool {
+    let name = match value.iter().rposition(|&b| b == b':') {
+        Some(colon) => &value[..colon],
+        None => value,
+    };
+    let mut bytes = name.iter();
+    while let Some(&byte) = bytes.next() {
+        let fine = match byte {
+            b'%' => {
+                bytes.next().is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.next().is_some_and(u8::is_ascii_hexdigit)
+            }
+            _ => byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&byte),
+        };
+        if !fine {
+            return false;
+        }
+    }
+    true
 }
 
 /// RFC 9110 §7.2 and §4.2.1: `uri-host [ ":" port ]` with a host that is
@@ -737,6 +772,23 @@ mod tests {
         for good in ["a", "a:", "a:8080", "[::1]", "[::1]:80", "127.0.0.1:1"] {
             let request = head(&format!("GET /x HTTP/1.1\r\nHost: {good}\r\n\r\n")).request;
             assert_eq!(request.uri().authority().unwrap().as_str(), good);
+        }
+        // Percent-encoded (a Unix socket's path, as clients of Unix sockets
+        // send it): valid, though the `http` crate's `Authority` cannot
+        // hold it; the URI goes without, the field stays.
+        for encoded in ["%2Frun%2Fapp.sock", "ex%41mple.com:80"] {
+            let request = head(&format!("GET /x HTTP/1.1\r\nHost: {encoded}\r\n\r\n")).request;
+            assert_eq!(request.uri(), "/x");
+            assert_eq!(request.headers()["host"], encoded);
+        }
+        for bad in ["a%2", "a%zz", "a b", "a\"b"] {
+            assert!(
+                matches!(
+                    parse(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")),
+                    Err(ParseError::BadRequest(_))
+                ),
+                "{bad}"
+            );
         }
         assert_eq!(head("GET /x HTTP/1.0\r\n\r\n").request.uri(), "/x");
     }

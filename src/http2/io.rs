@@ -220,8 +220,9 @@ impl Socket for StreamIo {
         None
     }
 
-    fn reset_on_close(&self) {
+    fn reset_on_close(&self) -> bool {
         self.failed.store(true, Ordering::Relaxed);
+        true
     }
 }
 

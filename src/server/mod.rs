@@ -135,7 +135,8 @@ impl Server {
     /// # Panics
     ///
     /// If the server listens on Unix domain sockets only
-    /// ([`Builder::unix_listener`](crate::Builder::unix_listener)).
+    /// ([`Builder::unix_listener`](crate::Builder::unix_listener));
+    /// `server.local_addrs().first()` is the answer that cannot panic.
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
@@ -151,9 +152,9 @@ impl Server {
     /// # Panics
     ///
     /// If the server listens on Unix domain sockets only
-    /// ([`Builder::unix_listener`](crate::Builder::unix_listener)); see
-    /// [`Server::local_addrs`] and [`Server::unix_addrs`] for a server
-    /// that may.
+    /// ([`Builder::unix_listener`](crate::Builder::unix_listener)); for a
+    /// server that may, `local_addrs().first()` cannot panic, and
+    /// [`Server::unix_addrs`] lists the Unix sockets.
     ///
     /// ```no_run
     /// # async fn f(server: mist::Server) {
