@@ -103,18 +103,16 @@ type AfterStart = Arc<dyn Fn(u16, Scheme, IpAddress) + Send + Sync>;
 /// a handler taking `Request<Bytes>` has no `start_http` until
 /// `read_request_body` says how much to read (the compiler says "no method
 /// named `start_http`", and that the method exists for `Builder<H>`, that
-/// is `Builder<H, Connection>`). A closure whose argument type is not
-/// written out is taken for a `Request<Connection>` handler at
-/// `start_http`:
+/// is `Builder<H, Connection>`). A closure that ignores its request need
+/// not name its type: `start_http` makes it a `Request<Connection>`
+/// handler (one that uses its request must name the type, for the
+/// compiler to know it at the first method call):
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), mist::StartError> {
-/// let server = mist::new(|req| async move {
-///     let path = req.uri().path().to_string();
-///     http::Response::new(mist::ResponseData::from(path))
-/// })
-/// .start_http()
-/// .await?;
+/// let server = mist::new(|_req| async { http::Response::new(mist::ResponseData::from("hi")) })
+///     .start_http()
+///     .await?;
 /// # let _ = server; Ok(()) }
 /// ```
 ///
@@ -194,13 +192,20 @@ pub fn new<B, H: Handler<B>>(handler: H) -> Builder<H, B> {
     }
 }
 
-/// A Unix domain socket's address as text: `unix:` and its path (the
-/// abstract and unnamed addresses of Linux as `std` shows them).
+/// A Unix domain socket's address as text: `unix:` and its path, or `@`
+/// and the name of one of Linux's abstract addresses.
 pub(crate) fn unix_addr_text(addr: &std::os::unix::net::SocketAddr) -> String {
-    match addr.as_pathname() {
-        Some(path) => format!("unix:{}", path.display()),
-        None => format!("unix:{addr:?}"),
+    if let Some(path) = addr.as_pathname() {
+        return format!("unix:{}", path.display());
     }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(name) = addr.as_abstract_name() {
+            return format!("unix:@{}", String::from_utf8_lossy(name));
+        }
+    }
+    format!("unix:{addr:?}")
 }
 
 /// Prints `Listening on http://HOST:PORT`, as mist does.

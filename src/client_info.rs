@@ -108,7 +108,8 @@ pub fn ip_address_to_string(address: &IpAddress) -> String {
     address.to_string()
 }
 
-/// The connection's peer is not known (it is not a TCP connection).
+/// The connection's peer is not known: it came over a Unix domain socket
+/// (whose client is described by [`PeerCredentials`] instead).
 ///
 /// ```
 /// let err = mist::ClientInfoUnavailable;
@@ -125,7 +126,8 @@ impl fmt::Display for ClientInfoUnavailable {
 
 impl std::error::Error for ClientInfoUnavailable {}
 
-/// The address and port of the client that sent the request.
+/// The address and port of the client that sent the request;
+/// [`ClientInfoUnavailable`] over a Unix domain socket.
 ///
 /// ```no_run
 /// use http::{Request, Response};

@@ -522,6 +522,17 @@ fn unix_socket_serves_curl_and_is_removed_at_shutdown() {
             .unwrap();
     assert_eq!((file.status, &file.body), (200, &expected));
 
+    // A second server does not take the socket of one that listens on it.
+    let mut second = Example::spawn(&["--unix", path_text]);
+    let exit = second.wait_exit();
+    assert!(!exit.status.success(), "exit: {}", exit.status);
+    assert!(
+        exit.stderr.contains("another server listens on it"),
+        "{}",
+        exit.stderr
+    );
+    assert_eq!(over_unix("/hello").status, 200, "the first still serves");
+
     example.signal("TERM");
     let exit = example.wait_exit();
     assert!(

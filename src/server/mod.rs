@@ -8,7 +8,7 @@ use crate::builder::{Handler, Scheme};
 use crate::client_info::{Identity, PeerCredentials};
 use crate::config::Config;
 use crate::h1::dispatch::{self, ConnContext};
-use crate::io::{Shutdown, Socket};
+use crate::io::{PlainStream, Shutdown};
 use crate::tls::{self, CertificateError, Certificates};
 use std::fmt;
 use std::future::poll_fn;
@@ -415,7 +415,9 @@ impl<H: Handler<Connection>> Supervisor<H> {
                                 if let Err(err) = stream.set_nodelay(true) {
                                     debug!(%err, "cannot set TCP_NODELAY");
                                 }
-                                self.spawn_connection(&mut connections, stream, Some(peer), Identity::default(), permit, drain.clone());
+                                let stream = PlainStream::Tcp(stream);
+                                let identity = Identity::default();
+                                self.spawn_connection(&mut connections, stream, Some(peer), identity, permit, drain.clone());
                             }
                             listener::Accepted::Unix(stream) => {
                                 let identity = Identity {
@@ -424,6 +426,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
                                         .ok(),
                                     ..Identity::default()
                                 };
+                                let stream = PlainStream::Unix(stream);
                                 self.spawn_connection(&mut connections, stream, None, identity, permit, drain.clone());
                             }
                         }
@@ -463,10 +466,10 @@ impl<H: Handler<Connection>> Supervisor<H> {
 
     /// Serves one connection in a task of its own; `peer` is `None` on a
     /// Unix domain socket, whose `identity` has the client's credentials.
-    fn spawn_connection<S: Socket>(
+    fn spawn_connection(
         &self,
         connections: &mut JoinSet<()>,
-        stream: S,
+        stream: PlainStream,
         peer: Option<SocketAddr>,
         identity: Identity,
         permit: OwnedSemaphorePermit,
