@@ -1433,3 +1433,64 @@ async fn an_event_stream_whose_source_panics_is_reset() {
     let (head, _) = get(&mut client, "/hello").await;
     assert_eq!(head.status, 200);
 }
+
+/// Found by an HTTP/2 probe: what mist's HTTP/1.1 parser refuses, `h2`
+/// let through, and a proxy passing the request on over HTTP/1.1 could
+/// read otherwise. Each is a 400 on its stream; the connection serves on.
+#[tokio::test]
+async fn hrs_targets_and_hosts_refused_over_http1_are_refused_over_http2() {
+    let server = serve2(support::fixed("served")).await;
+    let (mut client, _connection) = connect(&server).await;
+    let with_header = |uri: &str, name: &'static str, values: &[&'static str]| {
+        let mut req = Request::get(uri).body(()).unwrap();
+        for value in values {
+            req.headers_mut()
+                .append(name, http::HeaderValue::from_static(value));
+        }
+        req
+    };
+    for (req, why) in [
+        (
+            with_header("http://localhost/", "host", &["evil.example"]),
+            "another host",
+        ),
+        (
+            with_header("http://localhost/", "host", &["localhost", "localhost"]),
+            "two hosts",
+        ),
+        (with_header("http://u:p@localhost/", "x", &[]), "userinfo"),
+        (
+            with_header("http://localhost:abc/", "x", &[]),
+            "a port that is no number",
+        ),
+        (
+            with_header("http://localhost/", "x-foo", &[" bar"]),
+            "leading space",
+        ),
+        (
+            with_header("http://localhost/", "x-foo", &["bar\t"]),
+            "trailing tab",
+        ),
+    ] {
+        let (parts, _) = complete(send(&mut client, req, b"").await).await;
+        assert_eq!(parts.status, 400, "{why}");
+    }
+    for uri in [
+        "http://localhost/",
+        "http://LOCALHOST/",
+        "http://localhost:8080/a?b",
+    ] {
+        let (parts, body) =
+            complete(send(&mut client, with_header(uri, "x", &[]), b"").await).await;
+        assert_eq!(
+            (parts.status.as_u16(), &body[..]),
+            (200, &b"served"[..]),
+            "{uri}"
+        );
+    }
+    let same = with_header("http://localhost:8080/", "host", &["LocalHost:8080"]);
+    assert_eq!(
+        complete(send(&mut client, same, b"").await).await.0.status,
+        200
+    );
+}

@@ -478,7 +478,7 @@ fn is_reg_name(value: &[u8]) -> bool {
 /// RFC 9110 §7.2 and §4.2.1: `uri-host [ ":" port ]` with a host that is
 /// not empty, a port of digits (possibly none), and no userinfo. (The
 /// `http` crate's `Authority` checks the characters and the colons.)
-fn is_host(value: &[u8]) -> bool {
+pub(crate) fn is_host(value: &[u8]) -> bool {
     if value.contains(&b'@') {
         return false;
     }

@@ -20,6 +20,7 @@ use crate::config::{Config, LINGER_TIME};
 use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, declared_length, status_has_no_body};
+use crate::h1::parse::is_host;
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
 use bytes::{Bytes, BytesMut};
@@ -348,6 +349,7 @@ fn to_request(
             "too many header fields",
         ));
     }
+    check_target(&parts)?;
     shared.identity.insert_into(&mut parts.extensions);
     let connect = parts.method == Method::CONNECT;
     // A plain CONNECT keeps its authority-form target, as over HTTP/1.1.
@@ -405,6 +407,61 @@ fn to_request(
         parts,
         Connection::new(shared.peer, body),
     ))
+}
+
+/// What `h2` lets through that mist's HTTP/1.1 parser refuses, since a
+/// proxy that passes the request on over HTTP/1.1 could read it otherwise
+/// (found by a probe, as for HTTP/1.1): a `:path` missing or not in
+/// origin form (`*` only for OPTIONS), an `:authority` or `Host` with
+/// userinfo, a port that is no number or no host, a `Host` that names
+/// another host than `:authority` (RFC 9113 §8.3.1), two `Host` fields,
+/// and field values with whitespace at either end (§8.2.1). (A fragment
+/// in `:path` cannot be seen: `h2` gives the request with the `http`
+/// crate's URI, which has dropped it.)
+fn check_target(parts: &http::request::Parts) -> Result<(), (StatusCode, &'static str)> {
+    let malformed = |why| Err((StatusCode::BAD_REQUEST, why));
+    let connect = parts.method == Method::CONNECT;
+    let extended = parts.extensions.get::<Protocol>().is_some();
+    match parts.uri.path_and_query().map(|path| path.as_str()) {
+        // A plain CONNECT has none (`h2` checks that).
+        None if connect && !extended => {}
+        None => return malformed("missing :path"),
+        Some("*") if parts.method == Method::OPTIONS => {}
+        Some(path) if path.starts_with('/') => {}
+        Some(_) => return malformed("invalid :path"),
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return malformed("more than one host field");
+    }
+    match (parts.uri.authority(), host) {
+        (Some(authority), _) if !is_host(authority.as_str().as_bytes()) => {
+            return malformed("invalid :authority")
+        }
+        (Some(authority), Some(host))
+            if !authority
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes()) =>
+        {
+            return malformed("host differs from :authority")
+        }
+        (None, Some(host)) if !is_host(host.as_bytes()) => return malformed("invalid host"),
+        (None, _) if connect => return malformed("a CONNECT without :authority"),
+        _ => {}
+    }
+    let padded = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        [bytes.first(), bytes.last()]
+            .into_iter()
+            .flatten()
+            .any(|&b| b == b' ' || b == b'\t')
+    };
+    if parts.headers.values().any(padded) {
+        return malformed("a field value starts or ends with whitespace");
+    }
+    Ok(())
 }
 
 /// Joins several `cookie` fields into one, `; `-separated.
