@@ -265,8 +265,45 @@ async fn handle(req: Request<Connection>, root: Arc<Root>) -> Response<ResponseD
         (&Method::GET, "/sse") => ticks(req),
         (&Method::GET, "/ws") => websocket_echo(req),
         (&Method::GET, "/ws/chat") => websocket_chat(req),
+        (&Method::GET, "/upgrade") => upgrade_echo(&req),
         _ => status(StatusCode::NOT_FOUND),
     }
+}
+
+/// `GET /upgrade` with `Upgrade: echo` (HTTP/1.1): a protocol of the
+/// example's own after `101 Switching Protocols`, in which every byte comes
+/// back until the client ends its side. Without the field, 426.
+fn upgrade_echo(req: &Request<Connection>) -> Response<ResponseData> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let asked = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"echo"));
+    if !asked || req.version() != http::Version::HTTP_11 {
+        let mut refused = text(StatusCode::UPGRADE_REQUIRED, "send Upgrade: echo");
+        refused
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("echo"));
+        return refused;
+    }
+    let body = ResponseData::upgrade(|mut io| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    response
+        .headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("echo"));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response
 }
 
 /// `POST /echo`: the body back, read whole with a limit.

@@ -55,7 +55,10 @@
 //! [`ResponseData::chunked`] and [`ResponseData::chunked_stream`] for bodies
 //! produced piece by piece (`transfer-encoding: chunked`), and
 //! [`send_file`] (or [`send_open_file`] for a file the handler opened) for
-//! files, which the kernel copies to the socket with `sendfile(2)`.
+//! files, which the kernel copies to the socket with `sendfile(2)`. The
+//! connection itself goes to [`websocket`], [`server_sent_events`], or
+//! code of the handler's own with [`ResponseData::upgrade`] (a `101`, or a
+//! tunnel opened by a `2xx` to CONNECT).
 //!
 //! ## What the engine does for you
 //!
@@ -101,6 +104,7 @@ mod response;
 mod server;
 mod sse;
 mod tls;
+mod upgrade;
 mod ws;
 
 pub use body::{read_body, stream, BodyStream, Chunk, Connection, ReadError};
@@ -118,6 +122,7 @@ pub use sse::{
     server_sent_events_with_options, SseConnection, SseEvent, SseOptions, SseStream,
 };
 pub use tls::{start_https, CertificateError, HttpsError, PeerCertificates};
+pub use upgrade::{Upgrade, Upgraded};
 pub use ws::actor::{
     send_binary_frame, send_text_frame, websocket, websocket_with_options, Next, SendError,
     WebsocketConnection, WebsocketMessage, WebsocketOptions, WebsocketSender, WebsocketUpgrade,

@@ -64,6 +64,10 @@ pub enum ResponseData {
     /// A stream of server-sent events, made by
     /// [`server_sent_events`](crate::server_sent_events).
     ServerSentEvents(crate::sse::SseStream),
+    /// The body of a `101` or of a `2xx` to CONNECT: the connection is
+    /// handed over to the handler's code; made by
+    /// [`ResponseData::upgrade`].
+    Upgrade(crate::upgrade::Upgrade),
 }
 
 impl ResponseData {
@@ -190,6 +194,7 @@ impl fmt::Debug for ResponseData {
             ResponseData::File(file) => f.debug_tuple("File").field(file).finish(),
             ResponseData::Websocket(_) => f.write_str("Websocket(..)"),
             ResponseData::ServerSentEvents(_) => f.write_str("ServerSentEvents(..)"),
+            ResponseData::Upgrade(_) => f.write_str("Upgrade(..)"),
         }
     }
 }

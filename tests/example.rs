@@ -771,6 +771,50 @@ fn slow_answers_ok_after_waiting() {
     assert_eq!(slow.text(), "ok");
 }
 
+/// `GET /upgrade` with `Upgrade: echo`: 101, then every byte back (those
+/// sent right behind the request too) until the client ends its side.
+/// Without the field, 426 naming it.
+#[tokio::test]
+async fn upgrade_switches_to_an_echo_protocol() {
+    let example = Example::start(&["--port", "0"]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", example.port))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"early") {
+        let n = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("upgrade: echo\r\n"), "{text}");
+    tcp.write_all(b"late").await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the end in time")
+        .unwrap();
+    assert_eq!(rest, b"late");
+
+    let refused = curl(&[&example.url("/upgrade")]);
+    assert_eq!(refused.status, 426);
+    assert_eq!(refused.header("upgrade"), Some("echo"));
+}
+
 #[tokio::test]
 async fn panic_gives_500_and_the_server_carries_on() {
     let example = Example::start(&["--port", "0"]);

@@ -404,11 +404,34 @@ fn conclude<S: Socket>(
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
+        // An upgrade is a 101 to an HTTP/1.1 request other than CONNECT,
+        // or a 2xx to a CONNECT (a tunnel); anything else would leave the
+        // client reading the handler's protocol as a response.
+        Ok(response)
+            if matches!(response.body(), ResponseData::Upgrade(_))
+                && !(if exchange.method_is_connect {
+                    response.status().is_success()
+                } else {
+                    response.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && exchange.version == Version::HTTP_11
+                }) =>
+        {
+            error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 (HTTP/1.1) or a 2xx to CONNECT; answering 500");
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+                true,
+            )
+        }
         // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
-        // tunnel, and the client would send its tunnel's bytes next; no
-        // tunnel is served (over HTTP/1.1 a WebSocket is a GET, and its
-        // 101 is no 2xx). First: an event stream must not be handed over.
-        Ok(response) if exchange.method_is_connect && response.status().is_success() => {
+        // tunnel, and the client would send its tunnel's bytes next; only
+        // an upgrade opens one (over HTTP/1.1 a WebSocket is a GET, and
+        // its 101 is no 2xx). First: an event stream must not be handed
+        // over.
+        Ok(response)
+            if exchange.method_is_connect
+                && response.status().is_success()
+                && !matches!(response.body(), ResponseData::Upgrade(_)) =>
+        {
             debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
             (
                 plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
@@ -418,26 +441,31 @@ fn conclude<S: Socket>(
         // The bytes after a WebSocket's head are frames: a body the
         // handler left unread (or a malformed one) would be taken for
         // them, where a proxy in front sees request content (found by a
-        // smuggling probe). No WebSocket client sends one; refused.
+        // smuggling probe). No WebSocket client sends one; refused, and so
+        // for every upgrade.
         Ok(response)
-            if matches!(response.body(), ResponseData::Websocket(_))
-                && !matches!(transport.decoder, Decoder::Done) =>
+            if matches!(
+                response.body(),
+                ResponseData::Websocket(_) | ResponseData::Upgrade(_)
+            ) && !matches!(transport.decoder, Decoder::Done) =>
         {
-            debug!(peer = ?ctx.peer, "a WebSocket upgrade with a request body; answering 400");
+            debug!(peer = ?ctx.peer, "an upgrade with a request body not read; answering 400");
             (
                 plain_response(
                     StatusCode::BAD_REQUEST,
-                    "a WebSocket upgrade request must not have a body",
+                    "an upgrade request must not have a body",
                 ),
                 true,
             )
         }
-        // WebSockets and event streams take the connection over (an event
-        // stream answering HEAD is only a head, written below).
+        // WebSockets, upgrades and event streams take the connection over
+        // (an event stream answering HEAD is only a head, written below).
         Ok(response)
-            if matches!(response.body(), ResponseData::Websocket(_))
-                || (matches!(response.body(), ResponseData::ServerSentEvents(_))
-                    && !exchange.method_is_head) =>
+            if matches!(
+                response.body(),
+                ResponseData::Websocket(_) | ResponseData::Upgrade(_)
+            ) || (matches!(response.body(), ResponseData::ServerSentEvents(_))
+                && !exchange.method_is_head) =>
         {
             return Concluded::HandOver(Box::new(response));
         }
@@ -670,8 +698,9 @@ async fn hand_over<S: Socket>(
     // RFC 9112 §6.3 (7): an HTTP/1.0 client reads an event stream until close.
     let chunked = version == Version::HTTP_11;
     let (framing, connection) = match &body {
-        // The handshake's own `connection: upgrade` goes out as it is.
-        ResponseData::Websocket(_) => (Framing::NoBody, None),
+        // The handshake's own `connection: upgrade` goes out as it is; a
+        // 2xx to CONNECT has no framing fields either (RFC 9110 §9.3.6).
+        ResponseData::Websocket(_) | ResponseData::Upgrade(_) => (Framing::NoBody, None),
         ResponseData::ServerSentEvents(_) if chunked => (Framing::Chunked, None),
         ResponseData::ServerSentEvents(_) => {
             (Framing::CloseDelimited, connection_header(true, version))
@@ -703,6 +732,10 @@ async fn hand_over<S: Socket>(
     match body {
         ResponseData::Websocket(websocket) => websocket.start(handover).await,
         ResponseData::ServerSentEvents(events) => events.start(handover, chunked).await,
+        ResponseData::Upgrade(upgrade) => {
+            let upgraded = crate::upgrade::Upgraded::new(handover.io, handover.read_buf);
+            upgrade.start(upgraded).await;
+        }
         _ => {}
     }
 }
@@ -780,9 +813,9 @@ fn encode_response(
         }
         // Only HEAD gets here: the head of the stream, and no stream.
         ResponseData::ServerSentEvents(_) => (stream_framing(close), Rest::Nothing),
-        // Taken by `upgrade` before any response is encoded.
-        ResponseData::Websocket(_) => {
-            return Err(io::Error::other("a WebSocket body outside an upgrade"));
+        // Taken by `hand_over` before any response is encoded.
+        ResponseData::Websocket(_) | ResponseData::Upgrade(_) => {
+            return Err(io::Error::other("an upgrade's body outside an upgrade"));
         }
     };
     let head_at = write_buf.len();

@@ -23,6 +23,7 @@ use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::h1::parse::is_host;
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
+use crate::upgrade::Upgraded;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::ext::Protocol;
@@ -384,6 +385,15 @@ fn to_request(
             Connection::new(shared.peer, None),
         ));
     }
+    // A plain CONNECT's stream is a tunnel's, should the handler open one
+    // (`ResponseData::upgrade`), not a body.
+    if connect {
+        *tunnel = Some(recv);
+        return Ok(Request::from_parts(
+            parts,
+            Connection::new(shared.peer, None),
+        ));
+    }
     let body = if recv.is_end_stream() {
         None
     } else {
@@ -599,18 +609,21 @@ async fn send_response(
     } = request;
     let mut response = response;
     let websocket = matches!(response.body(), ResponseData::Websocket(_));
+    let upgrade = matches!(response.body(), ResponseData::Upgrade(_));
     // What the client sends on a tunnel the response does not take is
     // dropped now: `h2` discards it and gives its window back.
-    let tunnel = if websocket { tunnel } else { None };
+    let tunnel = if websocket || upgrade { tunnel } else { None };
     if (websocket && (tunnel.is_none() || response.status() != StatusCode::OK))
+        || (upgrade && (tunnel.is_none() || !response.status().is_success()))
         || response.status().is_informational()
     {
         // `websocket` answers an extended CONNECT with a 200 and refuses
         // every other HTTP/2 request, so only a handler that built such a
-        // response itself gets here.
-        error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with a WebSocket it did not ask for, or an interim status; answering 500");
+        // response itself gets here; an upgrade is a tunnel here, opened
+        // by a 2xx to a CONNECT (HTTP/2 has no 101).
+        error!(peer = ?shared.peer, status = %response.status(), "a handler answered an HTTP/2 request with a WebSocket or an upgrade it did not ask for, or an interim status; answering 500");
         response = plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error");
-    } else if connect && !websocket && response.status().is_success() {
+    } else if connect && !websocket && !upgrade && response.status().is_success() {
         // A 2xx to a CONNECT says the tunnel is open (RFC 9110 §9.3.6,
         // RFC 8441 §5), and a browser would take it as an open WebSocket;
         // the one tunnel served is a WebSocket.
@@ -685,6 +698,12 @@ async fn send_response(
         ResponseData::Websocket(websocket) => {
             let io = StreamIo::new(stream, tunnel);
             return websocket.start(shared.handover(io)).await;
+        }
+        ResponseData::Upgrade(upgrade) => {
+            let io = StreamIo::new(stream, tunnel);
+            return upgrade
+                .start(Upgraded::new(Box::new(io), BytesMut::new()))
+                .await;
         }
     };
     if let Err(Failure::Failed(err)) = sent {

@@ -1,0 +1,270 @@
+//! `ResponseData::upgrade`: protocols of the handler's own after a `101`
+//! (HTTP/1.1) or a `2xx` to CONNECT (HTTP/1.1 and HTTP/2), through real
+//! sockets, plain and over TLS; and the handler's mistakes.
+
+mod support;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use mist::{Connection, ResponseData};
+use support::{serve, Client, SAFETY_TIMEOUT};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Echoes every byte until the client ends its side, then ends its own.
+fn echo_body() -> ResponseData {
+    ResponseData::upgrade(|mut io| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    })
+}
+
+/// `/switch` answers 101 with the echo; `/tunnel` is the echo as a 200 (a
+/// mistake unless the request is a CONNECT); `/panic` switches, then
+/// panics; CONNECT opens the echo as a tunnel.
+async fn handler(req: Request<Connection>) -> Response<ResponseData> {
+    let status = match (req.method(), req.uri().path()) {
+        (&Method::CONNECT, _) | (_, "/tunnel") => StatusCode::OK,
+        (_, "/panic") => {
+            let body = ResponseData::upgrade(|mut io| async move {
+                let _ = io.write_all(b"about to panic").await;
+                let _ = io.flush().await;
+                panic!("an upgraded connection's code panics on purpose");
+            });
+            return switching(body);
+        }
+        _ => StatusCode::SWITCHING_PROTOCOLS,
+    };
+    let mut response = switching(echo_body());
+    *response.status_mut() = status;
+    response
+}
+
+fn switching(body: ResponseData) -> Response<ResponseData> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "echo")
+        .header(header::CONNECTION, "upgrade")
+        .body(body)
+        .unwrap()
+}
+
+/// Reads up to the end of a response head; the bytes after it stay.
+async fn read_head<S: AsyncRead + Unpin>(io: &mut S, rest: &mut Vec<u8>) -> String {
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(rest[..end + 4].to_vec()).unwrap();
+            rest.drain(..end + 4);
+            return head;
+        }
+        let n = tokio::time::timeout(SAFETY_TIMEOUT, io.read(&mut buf))
+            .await
+            .expect("a head in time")
+            .expect("read");
+        assert!(n > 0, "the connection closed before a head: {rest:?}");
+        rest.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads exactly `len` bytes, starting with `rest`.
+async fn read_exactly<S: AsyncRead + Unpin>(io: &mut S, rest: &mut Vec<u8>, len: usize) -> Vec<u8> {
+    while rest.len() < len {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(SAFETY_TIMEOUT, io.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        assert!(n > 0, "the connection closed early");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    rest.drain(..len).collect()
+}
+
+/// The whole exchange on one stream: the request with bytes of the new
+/// protocol right behind it, the head, those bytes echoed, more bytes
+/// echoed, and the end answered with the end.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request: &str) -> String {
+    io.write_all(format!("{request}early").as_bytes())
+        .await
+        .unwrap();
+    io.flush().await.unwrap();
+    let mut rest = Vec::new();
+    let head = read_head(io, &mut rest).await;
+    assert_eq!(read_exactly(io, &mut rest, 5).await, b"early", "{head}");
+    io.write_all(b"and later").await.unwrap();
+    io.flush().await.unwrap();
+    assert_eq!(read_exactly(io, &mut rest, 9).await, b"and later");
+    io.shutdown().await.unwrap();
+    let mut end = Vec::new();
+    tokio::time::timeout(SAFETY_TIMEOUT, io.read_to_end(&mut end))
+        .await
+        .expect("the end in time")
+        .expect("a clean end");
+    assert!(rest.is_empty() && end.is_empty(), "{rest:?} {end:?}");
+    head
+}
+
+#[tokio::test]
+async fn a_101_hands_the_connection_to_the_handlers_code() {
+    let server = serve(handler).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let head = exchange(
+        &mut tcp,
+        "GET /switch HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: echo\r\n"), "{head}");
+    assert!(
+        !head.contains("content-length") && !head.contains("transfer-encoding"),
+        "{head}"
+    );
+}
+
+/// A 2xx to CONNECT opens a tunnel, without framing fields (RFC 9110
+/// §9.3.6).
+#[tokio::test]
+async fn a_2xx_to_connect_opens_a_tunnel() {
+    let server = serve(handler).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let head = exchange(
+        &mut tcp,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        !head.contains("content-length") && !head.contains("transfer-encoding"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_works_over_tls() {
+    let dir = support::TestDir::new("upgrade-tls");
+    let ca = support::TestCa::new("upgrade test CA");
+    let (cert, key) = support::write_leaf(&dir, "localhost", &ca.leaf("localhost", false));
+    let server = support::start_tls(mist::new(handler), &cert, &key).await;
+    let config = support::tls_client_config(&ca.pem);
+    let mut client = Client::connect_tls(server.port(), &config).await;
+    let head = exchange(
+        &mut client.stream,
+        "GET /switch HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+}
+
+/// The handler's mistakes: an upgrade with a status that switches nothing,
+/// a 101 to HTTP/1.0 (which has none), and a request whose body was not
+/// read (its bytes would reach the code as the protocol's).
+#[tokio::test]
+async fn an_upgrade_that_switches_nothing_is_refused() {
+    let server = serve(handler).await;
+    for (request, status) in [
+        ("GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n", 500),
+        ("GET /switch HTTP/1.0\r\nHost: a\r\n\r\n", 500),
+        (
+            "POST /switch HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: upgrade\r\nContent-Length: 5\r\n\r\nhello",
+            400,
+        ),
+    ] {
+        let mut client = Client::connect(&server).await;
+        client.send(request).await;
+        let resp = client.response().await;
+        assert_eq!(resp.status, status, "{request}");
+        assert!(resp.closes(), "{request}");
+        assert!(client.is_closed().await, "{request}");
+    }
+}
+
+/// Code that panics costs its connection, reset so that the client does
+/// not take the end for a finished exchange; the server carries on.
+#[tokio::test]
+async fn a_panic_in_the_code_resets_its_connection() {
+    let server = serve(handler).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET /panic HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    let head = read_head(&mut tcp, &mut rest).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let mut all = rest;
+    let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
+        .await
+        .expect("the end in time");
+    assert_eq!(
+        end.map_err(|err| err.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{all:?}"
+    );
+    assert_eq!(all, b"about to panic");
+    let mut client = Client::connect(&server).await;
+    client.send("GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(client.response().await.status, 500, "the server carries on");
+}
+
+/// Over HTTP/2 a tunnel is a CONNECT's stream (there is no 101): DATA both
+/// ways, END_STREAM answered with END_STREAM. An upgrade to anything else
+/// is the handler's mistake.
+#[tokio::test]
+async fn a_2xx_to_an_http2_connect_opens_a_tunnel_on_its_stream() {
+    let server = support::start(mist::new(handler).with_http2()).await;
+    let tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri("example.com:443")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(connect, false).unwrap();
+    let response = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut recv = response.into_body();
+    send.send_data(Bytes::from_static(b"through the tunnel"), true)
+        .unwrap();
+    let mut echoed = Vec::new();
+    while let Some(data) = tokio::time::timeout(SAFETY_TIMEOUT, recv.data())
+        .await
+        .expect("data in time")
+    {
+        let data = data.expect("no reset");
+        let _ = recv.flow_control().release_capacity(data.len());
+        echoed.extend_from_slice(&data);
+    }
+    assert_eq!(echoed, b"through the tunnel", "then END_STREAM");
+
+    let mut client = client.ready().await.unwrap();
+    let get = Request::get("http://localhost/switch").body(()).unwrap();
+    let (response, _) = client.send_request(get, true).unwrap();
+    let response = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 500, "HTTP/2 has no 101");
+}
