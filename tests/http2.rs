@@ -1488,6 +1488,15 @@ async fn hrs_targets_and_hosts_refused_over_http1_are_refused_over_http2() {
             "{uri}"
         );
     }
+    let default_port = with_header("http://localhost/", "host", &["localhost:80"]);
+    assert_eq!(
+        complete(send(&mut client, default_port, b"").await)
+            .await
+            .0
+            .status,
+        200,
+        "the scheme's default port, written or not, is the same host"
+    );
     let same = with_header("http://localhost:8080/", "host", &["LocalHost:8080"]);
     assert_eq!(
         complete(send(&mut client, same, b"").await).await.0.status,

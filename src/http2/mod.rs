@@ -350,7 +350,7 @@ fn to_request(
             "too many header fields",
         ));
     }
-    check_target(&parts)?;
+    check_target(&parts, &shared.scheme)?;
     shared.identity.insert_into(&mut parts.extensions);
     let connect = parts.method == Method::CONNECT;
     // A plain CONNECT keeps its authority-form target, as over HTTP/1.1.
@@ -428,7 +428,10 @@ fn to_request(
 /// and field values with whitespace at either end (§8.2.1). (A fragment
 /// in `:path` cannot be seen: `h2` gives the request with the `http`
 /// crate's URI, which has dropped it.)
-fn check_target(parts: &http::request::Parts) -> Result<(), (StatusCode, &'static str)> {
+fn check_target(
+    parts: &http::request::Parts,
+    scheme: &Scheme,
+) -> Result<(), (StatusCode, &'static str)> {
     let malformed = |why| Err((StatusCode::BAD_REQUEST, why));
     let connect = parts.method == Method::CONNECT;
     let extended = parts.extensions.get::<Protocol>().is_some();
@@ -450,10 +453,7 @@ fn check_target(parts: &http::request::Parts) -> Result<(), (StatusCode, &'stati
             return malformed("invalid :authority")
         }
         (Some(authority), Some(host))
-            if !authority
-                .as_str()
-                .as_bytes()
-                .eq_ignore_ascii_case(host.as_bytes()) =>
+            if !same_host(authority.as_str().as_bytes(), host.as_bytes(), scheme) =>
         {
             return malformed("host differs from :authority")
         }
@@ -472,6 +472,19 @@ fn check_target(parts: &http::request::Parts) -> Result<(), (StatusCode, &'stati
         return malformed("a field value starts or ends with whitespace");
     }
     Ok(())
+}
+
+/// Whether two authorities name the same host: letters' case aside, and a
+/// port that is the scheme's default written or not.
+fn same_host(a: &[u8], b: &[u8], scheme: &Scheme) -> bool {
+    let default: &[u8] = if *scheme == Scheme::HTTPS {
+        b":443"
+    } else {
+        b":80"
+    };
+    let a = a.strip_suffix(default).unwrap_or(a);
+    let b = b.strip_suffix(default).unwrap_or(b);
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Joins several `cookie` fields into one, `; `-separated.
