@@ -334,7 +334,8 @@ impl<H, B> Builder<H, B> {
     /// let path = "/run/myapp/http.sock";
     /// // A socket file left by an earlier run, which nobody listens on:
     /// if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
-    ///     && UnixStream::connect(path).is_err()
+    ///     && UnixStream::connect(path)
+    ///         .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionRefused)
     /// {
     ///     std::fs::remove_file(path)?;
     /// }

@@ -186,6 +186,19 @@ pub struct PeerCredentials {
 }
 
 impl PeerCredentials {
+    /// Credentials as the kernel would give them: for a handler's unit
+    /// tests, which insert them into a request's extensions themselves.
+    ///
+    /// ```
+    /// let peer = mist::PeerCredentials::new(1000, 1000, Some(4242));
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert(peer);
+    /// assert_eq!(req.extensions().get::<mist::PeerCredentials>().unwrap().uid, 1000);
+    /// ```
+    pub fn new(uid: u32, gid: u32, pid: Option<i32>) -> PeerCredentials {
+        PeerCredentials { uid, gid, pid }
+    }
+
     /// Asks the kernel about the process at the other end of `stream`.
     pub(crate) fn of(stream: &tokio::net::UnixStream) -> std::io::Result<PeerCredentials> {
         let credentials = stream.peer_cred()?;

@@ -2,15 +2,17 @@
 //! or a `2xx` to CONNECT (a tunnel, over HTTP/1.1 and HTTP/2) hands the
 //! connection's bytes to the handler's code.
 
-use crate::io::Socket;
+use crate::io::{Handover, Socket, StopWatch};
 use crate::response::ResponseData;
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -30,11 +32,19 @@ impl fmt::Debug for Upgrade {
 
 impl Upgrade {
     /// Runs the handler's code on the connection until it is done. A panic
-    /// is caught, as a handler's is, and logged; the connection is then
-    /// reset (see [`Upgraded`]'s drop).
-    pub(crate) async fn start(self, upgraded: Upgraded) {
-        let run = (self.run)(upgraded);
-        if AssertUnwindSafe(run).catch_unwind().await.is_err() {
+    /// (of the closure or of its future) is caught, as a handler's is, and
+    /// logged; the connection is then reset, whenever the [`Upgraded`] is
+    /// dropped.
+    pub(crate) async fn start(self, handover: Handover) {
+        let failed = Arc::new(AtomicBool::new(false));
+        let upgraded = Upgraded::new(handover, Arc::clone(&failed));
+        let run = self.run;
+        let outcome = match catch_unwind(AssertUnwindSafe(move || run(upgraded))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        if outcome.is_err() {
+            failed.store(true, Ordering::Relaxed);
             tracing::error!("an upgraded connection's code panicked; connection reset");
         }
     }
@@ -50,14 +60,21 @@ impl ResponseData {
     /// an [`Upgraded`] byte stream and keeps it until its future ends; the
     /// bytes the client sent right after its request come first.
     ///
-    /// Any other status (or a 101 over HTTP/1.0 or HTTP/2, which have
-    /// none) is the handler's mistake: the client gets a 500 instead, and
-    /// the error is logged. A request whose body was not read whole is
-    /// answered 400, since its bytes would reach `run` as the protocol's.
-    /// The server's write timeout does not apply to `run`'s writes, and a
-    /// graceful shutdown waits for `run` until its grace period ends, then
-    /// drops it. For WebSockets, [`websocket`](crate::websocket) does all
-    /// of this and the protocol too.
+    /// Any other status (a 101 without an `upgrade` field, or over HTTP/1.0
+    /// or HTTP/2, which have none) is the handler's mistake: the client
+    /// gets a 500 instead, and the error is logged. A 101 goes out with
+    /// `connection: upgrade`, whatever the handler's `connection` said. A
+    /// request whose body was not read whole is answered 400, since its
+    /// bytes would reach `run` as the protocol's.
+    ///
+    /// No timeout applies to `run`: an idle tunnel keeps its connection
+    /// (and its place under [`Builder::max_connections`]) until `run`
+    /// ends. A graceful shutdown waits for it until its grace period ends,
+    /// then drops it; [`Upgraded::stopping`] tells `run` that one has
+    /// begun. For WebSockets, [`websocket`](crate::websocket) does all of
+    /// this and the protocol too.
+    ///
+    /// [`Builder::max_connections`]: crate::Builder::max_connections
     ///
     /// ```no_run
     /// use http::{header, Request, Response, StatusCode};
@@ -67,7 +84,7 @@ impl ResponseData {
     /// /// `Upgrade: echo`: every byte comes back, until the client stops.
     /// async fn echo(req: Request<Connection>) -> Response<ResponseData> {
     ///     let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v == "echo");
-    ///     if !asked {
+    ///     if !asked || req.version() != http::Version::HTTP_11 {
     ///         return Response::builder().status(426).header(header::UPGRADE, "echo")
     ///             .body(ResponseData::empty()).unwrap();
     ///     }
@@ -102,7 +119,9 @@ impl ResponseData {
 /// stream alike. Reads start with what the client sent right after its
 /// request. Shutting down the write side (`AsyncWriteExt::shutdown`) sends
 /// the end (a FIN, TLS's `close_notify`, HTTP/2's `END_STREAM`); dropping
-/// it closes the connection, with a reset if the code panicked.
+/// it closes the connection, with a reset (where the connection has one:
+/// a Unix domain socket has none) if the code panicked or
+/// [`Upgraded::reset`] asked for it.
 ///
 /// ```no_run
 /// use tokio::io::AsyncWriteExt;
@@ -115,11 +134,80 @@ pub struct Upgraded {
     io: Box<dyn Socket>,
     /// What the client sent past its request, already read.
     read_buf: BytesMut,
+    /// The server's stop signal.
+    shutdown: StopWatch,
+    /// Close with a reset: the code panicked, or asked for it.
+    failed: Arc<AtomicBool>,
 }
 
 impl Upgraded {
-    pub(crate) fn new(io: Box<dyn Socket>, read_buf: BytesMut) -> Upgraded {
-        Upgraded { io, read_buf }
+    fn new(handover: Handover, failed: Arc<AtomicBool>) -> Upgraded {
+        let Handover {
+            io,
+            read_buf,
+            shutdown,
+            ..
+        } = handover;
+        // An empty buffer would keep the engine's allocation (shared with
+        // the request's head) for the connection's life.
+        let read_buf = if read_buf.is_empty() {
+            BytesMut::new()
+        } else {
+            read_buf
+        };
+        Upgraded {
+            io,
+            read_buf,
+            shutdown,
+            failed,
+        }
+    }
+
+    /// Resolves once the server begins a graceful shutdown (see
+    /// [`Server::shutdown`](crate::Server::shutdown)): the time to end the
+    /// protocol cleanly, before the grace period ends and the connection
+    /// is dropped.
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncReadExt;
+    /// async fn run(mut io: mist::Upgraded) {
+    ///     let stopping = io.stopping();
+    ///     tokio::pin!(stopping);
+    ///     let mut buf = [0u8; 1024];
+    ///     loop {
+    ///         tokio::select! {
+    ///             read = io.read(&mut buf) => match read {
+    ///                 Ok(1..) => { /* the protocol's work */ }
+    ///                 _ => return,
+    ///             },
+    ///             () = &mut stopping => return, // say goodbye first, if the protocol can
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        // A watch of its own: `self.shutdown` has one waker, and this may
+        // be awaited from more than one task; and no borrow of `self`, so
+        // that reading and writing go on while it is awaited.
+        let watch = self.shutdown.another();
+        async move { watch.stopped().await }
+    }
+
+    /// Closes the connection with a reset instead of a clean end (a TCP
+    /// RST; `RST_STREAM` over HTTP/2; a Unix domain socket has none and
+    /// just closes): for a tunnel whose other end failed, so that the
+    /// client does not take the end for a complete exchange.
+    ///
+    /// ```no_run
+    /// async fn proxy(io: mist::Upgraded) {
+    ///     match tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+    ///         Ok(upstream) => { /* copy both ways */ let _ = upstream; }
+    ///         Err(_) => io.reset(),
+    ///     }
+    /// }
+    /// ```
+    pub fn reset(self) {
+        self.failed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -184,9 +272,9 @@ impl AsyncWrite for Upgraded {
 
 impl Drop for Upgraded {
     fn drop(&mut self) {
-        // Dropped while the code panics: a clean end would pass for a
-        // finished exchange.
-        if std::thread::panicking() {
+        // Dropped while the code panics, or after it did (held elsewhere),
+        // or asked to: a clean end would pass for a finished exchange.
+        if std::thread::panicking() || self.failed.load(Ordering::Relaxed) {
             self.io.reset_on_close();
         }
     }

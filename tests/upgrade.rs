@@ -24,19 +24,43 @@ fn echo_body() -> ResponseData {
     })
 }
 
-/// `/switch` answers 101 with the echo; `/tunnel` is the echo as a 200 (a
-/// mistake unless the request is a CONNECT); `/panic` switches, then
-/// panics; CONNECT opens the echo as a tunnel.
+/// `/switch` answers 101 with the echo (its `connection: close` replaced
+/// by the engine); `/tunnel` is the echo as a 200 (a mistake unless the
+/// request is a CONNECT); `/bare` a 101 without `upgrade` (a mistake);
+/// `/panic` switches, then panics; `/reset` switches, then resets;
+/// `/stopping` switches, then waits for the server's shutdown. CONNECT
+/// opens the echo as a tunnel, with a 204 to `nocontent.example`.
 async fn handler(req: Request<Connection>) -> Response<ResponseData> {
     let status = match (req.method(), req.uri().path()) {
+        (&Method::CONNECT, _) if req.uri().host() == Some("nocontent.example") => {
+            StatusCode::NO_CONTENT
+        }
         (&Method::CONNECT, _) | (_, "/tunnel") => StatusCode::OK,
+        (_, "/bare") => {
+            let mut bare = Response::new(echo_body());
+            *bare.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            return bare;
+        }
         (_, "/panic") => {
-            let body = ResponseData::upgrade(|mut io| async move {
+            return switching(ResponseData::upgrade(|mut io| async move {
                 let _ = io.write_all(b"about to panic").await;
                 let _ = io.flush().await;
                 panic!("an upgraded connection's code panics on purpose");
-            });
-            return switching(body);
+            }));
+        }
+        (_, "/reset") => {
+            return switching(ResponseData::upgrade(|mut io| async move {
+                let _ = io.write_all(b"about to panic").await;
+                let _ = io.flush().await;
+                io.reset();
+            }));
+        }
+        (_, "/stopping") => {
+            return switching(ResponseData::upgrade(|mut io| async move {
+                io.stopping().await;
+                let _ = io.write_all(b"stopping").await;
+                let _ = io.shutdown().await;
+            }));
         }
         _ => StatusCode::SWITCHING_PROTOCOLS,
     };
@@ -49,7 +73,7 @@ fn switching(body: ResponseData) -> Response<ResponseData> {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "echo")
-        .header(header::CONNECTION, "upgrade")
+        .header(header::CONNECTION, "close")
         .body(body)
         .unwrap()
 }
@@ -127,6 +151,10 @@ async fn a_101_hands_the_connection_to_the_handlers_code() {
     );
     assert!(head.contains("upgrade: echo\r\n"), "{head}");
     assert!(
+        head.contains("connection: upgrade\r\n") && !head.contains("close"),
+        "the handler's connection: close is replaced: {head}"
+    );
+    assert!(
         !head.contains("content-length") && !head.contains("transfer-encoding"),
         "{head}"
     );
@@ -176,6 +204,7 @@ async fn an_upgrade_that_switches_nothing_is_refused() {
     let server = serve(handler).await;
     for (request, status) in [
         ("GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n", 500),
+        ("GET /bare HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\n\r\n", 500),
         ("GET /switch HTTP/1.0\r\nHost: a\r\n\r\n", 500),
         (
             "POST /switch HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: upgrade\r\nContent-Length: 5\r\n\r\nhello",
@@ -192,63 +221,91 @@ async fn an_upgrade_that_switches_nothing_is_refused() {
 }
 
 /// Code that panics costs its connection, reset so that the client does
-/// not take the end for a finished exchange; the server carries on.
+/// not take the end for a finished exchange, and so does code that asks
+/// for a reset; the server carries on.
 #[tokio::test]
-async fn a_panic_in_the_code_resets_its_connection() {
+async fn a_panic_in_the_code_or_a_reset_resets_its_connection() {
+    let server = serve(handler).await;
+    for path in ["/panic", "/reset"] {
+        let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
+            .await
+            .unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let head = read_head(&mut tcp, &mut rest).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        let mut all = rest;
+        let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
+            .await
+            .expect("the end in time");
+        assert_eq!(
+            end.map_err(|err| err.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "{path}: {all:?}"
+        );
+        assert_eq!(all, b"about to panic", "{path}");
+    }
+    let mut client = Client::connect(&server).await;
+    client.send("GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(client.response().await.status, 500, "the server carries on");
+}
+
+/// `Upgraded::stopping` tells the code that a graceful shutdown began, in
+/// time to end its protocol cleanly.
+#[tokio::test]
+async fn the_code_learns_of_a_graceful_shutdown() {
     let server = serve(handler).await;
     let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
         .await
         .unwrap();
     tcp.write_all(
-        b"GET /panic HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /stopping HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )
     .await
     .unwrap();
     let mut rest = Vec::new();
     let head = read_head(&mut tcp, &mut rest).await;
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    server.shutdown(std::time::Duration::from_secs(60));
     let mut all = rest;
-    let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
+    tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
         .await
-        .expect("the end in time");
-    assert_eq!(
-        end.map_err(|err| err.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "{all:?}"
-    );
-    assert_eq!(all, b"about to panic");
-    let mut client = Client::connect(&server).await;
-    client.send("GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    assert_eq!(client.response().await.status, 500, "the server carries on");
+        .expect("the end in time")
+        .expect("a clean end");
+    assert_eq!(all, b"stopping");
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("the server stops without waiting out its grace");
 }
 
-/// Over HTTP/2 a tunnel is a CONNECT's stream (there is no 101): DATA both
-/// ways, END_STREAM answered with END_STREAM. An upgrade to anything else
-/// is the handler's mistake.
-#[tokio::test]
-async fn a_2xx_to_an_http2_connect_opens_a_tunnel_on_its_stream() {
-    let server = support::start(mist::new(handler).with_http2()).await;
+/// Sends `req` on a connection of its own, and for a 2xx sends `through`
+/// the tunnel and reads the echo to END_STREAM. The status, and the echo.
+async fn over_http2(
+    server: &mist::Server,
+    req: Request<()>,
+    through: &'static [u8],
+) -> (StatusCode, Vec<u8>) {
     let tcp = TcpStream::connect(("127.0.0.1", server.port()))
         .await
         .unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let connect = Request::builder()
-        .method(Method::CONNECT)
-        .uri("example.com:443")
-        .body(())
-        .unwrap();
-    let (response, mut send) = client.send_request(connect, false).unwrap();
+    let (response, mut send) = client.send_request(req, false).unwrap();
     let response = tokio::time::timeout(SAFETY_TIMEOUT, response)
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut recv = response.into_body();
-    send.send_data(Bytes::from_static(b"through the tunnel"), true)
-        .unwrap();
+        .expect("a response in time")
+        .expect("a response");
+    let status = response.status();
     let mut echoed = Vec::new();
+    if !status.is_success() {
+        return (status, echoed);
+    }
+    let mut recv = response.into_body();
+    send.send_data(Bytes::from_static(through), true).unwrap();
     while let Some(data) = tokio::time::timeout(SAFETY_TIMEOUT, recv.data())
         .await
         .expect("data in time")
@@ -257,14 +314,45 @@ async fn a_2xx_to_an_http2_connect_opens_a_tunnel_on_its_stream() {
         let _ = recv.flow_control().release_capacity(data.len());
         echoed.extend_from_slice(&data);
     }
-    assert_eq!(echoed, b"through the tunnel", "then END_STREAM");
+    (status, echoed)
+}
 
-    let mut client = client.ready().await.unwrap();
-    let get = Request::get("http://localhost/switch").body(()).unwrap();
-    let (response, _) = client.send_request(get, true).unwrap();
-    let response = tokio::time::timeout(SAFETY_TIMEOUT, response)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(response.status(), 500, "HTTP/2 has no 101");
+/// Over HTTP/2 a tunnel is a CONNECT's stream (there is no 101): DATA both
+/// ways, END_STREAM answered with END_STREAM, also after a 204. An
+/// upgrade to anything else is the handler's mistake, and a CONNECT
+/// without a port malformed.
+#[tokio::test]
+async fn a_2xx_to_an_http2_connect_opens_a_tunnel_on_its_stream() {
+    let server = support::start(mist::new(handler).with_http2()).await;
+    let connect = |authority: &str| {
+        Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority)
+            .body(())
+            .unwrap()
+    };
+    let (status, echoed) =
+        over_http2(&server, connect("example.com:443"), b"through the tunnel").await;
+    assert_eq!(
+        (status, &echoed[..]),
+        (StatusCode::OK, &b"through the tunnel"[..])
+    );
+    let (status, echoed) =
+        over_http2(&server, connect("nocontent.example:443"), b"after a 204").await;
+    assert_eq!(
+        (status, &echoed[..]),
+        (StatusCode::NO_CONTENT, &b"after a 204"[..])
+    );
+    let (status, _) = over_http2(&server, connect("example.com"), b"").await;
+    assert_eq!(status, 400, "a CONNECT needs a port");
+    for path in ["/switch", "/tunnel"] {
+        let get = Request::get(format!("http://localhost{path}"))
+            .body(())
+            .unwrap();
+        let (status, _) = over_http2(&server, get, b"").await;
+        assert_eq!(
+            status, 500,
+            "{path}: HTTP/2 has no 101, and a GET no tunnel"
+        );
+    }
 }

@@ -414,9 +414,10 @@ fn conclude<S: Socket>(
                 } else {
                     response.status() == StatusCode::SWITCHING_PROTOCOLS
                         && exchange.version == Version::HTTP_11
+                        && response.headers().contains_key(http::header::UPGRADE)
                 }) =>
         {
-            error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 (HTTP/1.1) or a 2xx to CONNECT; answering 500");
+            error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 with an upgrade field (HTTP/1.1) or a 2xx to CONNECT; answering 500");
             (
                 plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
                 true,
@@ -700,7 +701,13 @@ async fn hand_over<S: Socket>(
     let (framing, connection) = match &body {
         // The handshake's own `connection: upgrade` goes out as it is; a
         // 2xx to CONNECT has no framing fields either (RFC 9110 §9.3.6).
-        ResponseData::Websocket(_) | ResponseData::Upgrade(_) => (Framing::NoBody, None),
+        ResponseData::Websocket(_) => (Framing::NoBody, None),
+        // A 101 says `connection: upgrade`, whatever the handler's said
+        // (a `close` there would contradict the switch).
+        ResponseData::Upgrade(_) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+            (Framing::NoBody, Some(&b"upgrade"[..]))
+        }
+        ResponseData::Upgrade(_) => (Framing::NoBody, None),
         ResponseData::ServerSentEvents(_) if chunked => (Framing::Chunked, None),
         ResponseData::ServerSentEvents(_) => {
             (Framing::CloseDelimited, connection_header(true, version))
@@ -719,6 +726,12 @@ async fn hand_over<S: Socket>(
     {
         return close(&mut transport, &mut write_buf, &ctx.config, false).await;
     }
+    // Nothing of the exchange is needed any more: the write buffer goes
+    // back to the pool and the head is freed, instead of being held for
+    // the life of the protocol that takes over.
+    drop(parts);
+    write_buf.clear();
+    pool_give(&mut write_buf);
     let Transport {
         stream, read_buf, ..
     } = transport;
@@ -732,10 +745,7 @@ async fn hand_over<S: Socket>(
     match body {
         ResponseData::Websocket(websocket) => websocket.start(handover).await,
         ResponseData::ServerSentEvents(events) => events.start(handover, chunked).await,
-        ResponseData::Upgrade(upgrade) => {
-            let upgraded = crate::upgrade::Upgraded::new(handover.io, handover.read_buf);
-            upgrade.start(upgraded).await;
-        }
+        ResponseData::Upgrade(upgrade) => upgrade.start(handover).await,
         _ => {}
     }
 }

@@ -23,7 +23,6 @@ use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::h1::parse::is_host;
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
-use crate::upgrade::Upgraded;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use h2::ext::Protocol;
@@ -290,9 +289,10 @@ async fn serve_stream<H: Handler<Connection>>(
     }));
     let method_is_head = request.method() == Method::HEAD;
     let connect = request.method() == Method::CONNECT;
-    // An extended CONNECT for a WebSocket (RFC 8441) opens a tunnel: the
-    // client's side of the stream is not a body but the tunnel's input,
-    // kept for the WebSocket the handler may answer with.
+    // A CONNECT opens a tunnel (a WebSocket's extended CONNECT, RFC 8441,
+    // or a plain one for `ResponseData::upgrade`): the client's side of
+    // the stream is not a body but the tunnel's input, kept for the
+    // response that may take it.
     let mut tunnel = None;
     let response = match to_request(request, &respond, &shared, &mut tunnel) {
         Err((status, why)) => plain_response(status, why),
@@ -359,8 +359,8 @@ fn to_request(
             .ok_or((StatusCode::BAD_REQUEST, "invalid :authority or host"))?;
     }
     if let Some(protocol) = parts.extensions.get::<Protocol>() {
-        // An extended CONNECT (RFC 8441): the only tunnel served is a
-        // WebSocket, and its stream must stay open for it.
+        // An extended CONNECT (RFC 8441): the only protocol served this
+        // way is a WebSocket, and its stream must stay open for it.
         if !protocol.as_str().eq_ignore_ascii_case("websocket") {
             return Err((
                 StatusCode::NOT_IMPLEMENTED,
@@ -436,8 +436,13 @@ fn check_target(
     let connect = parts.method == Method::CONNECT;
     let extended = parts.extensions.get::<Protocol>().is_some();
     match parts.uri.path_and_query().map(|path| path.as_str()) {
-        // A plain CONNECT has none (`h2` checks that).
-        None if connect && !extended => {}
+        // A plain CONNECT has none (`h2` checks that), and its authority
+        // has a port (RFC 9113 §8.5).
+        None if connect && !extended => {
+            if parts.uri.port().is_none() {
+                return malformed("a CONNECT without a port");
+            }
+        }
         None => return malformed("missing :path"),
         Some("*") if parts.method == Method::OPTIONS => {}
         Some(path) if path.starts_with('/') => {}
@@ -587,7 +592,8 @@ struct Exchange {
     method_is_head: bool,
     /// A CONNECT, plain or extended: a 2xx to it opens a tunnel.
     connect: bool,
-    /// The client's side of a WebSocket's extended CONNECT.
+    /// The client's side of a CONNECT's stream (plain, or a WebSocket's
+    /// extended one).
     tunnel: Option<RecvStream>,
 }
 
@@ -639,8 +645,8 @@ async fn send_response(
     } else if connect && !websocket && !upgrade && response.status().is_success() {
         // A 2xx to a CONNECT says the tunnel is open (RFC 9110 §9.3.6,
         // RFC 8441 §5), and a browser would take it as an open WebSocket;
-        // the one tunnel served is a WebSocket.
-        debug!(peer = ?shared.peer, status = %response.status(), "a CONNECT answered without a WebSocket; answering 501");
+        // only a WebSocket or an upgrade opens one.
+        debug!(peer = ?shared.peer, status = %response.status(), "a CONNECT answered without a WebSocket or an upgrade; answering 501");
         response = plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here");
     }
     let (mut parts, body) = response.into_parts();
@@ -658,7 +664,9 @@ async fn send_response(
         _ => None,
     };
     prepare_head(&mut parts.headers, length.filter(|_| !no_body));
-    let ends_here = no_body || method_is_head || length == Some(0);
+    // A tunnel's stream stays open, also after a 204.
+    let ends_here = !matches!(body, ResponseData::Upgrade(_))
+        && (no_body || method_is_head || length == Some(0));
     let stream_length = length.filter(|_| matches!(body, ResponseData::Chunked(_)));
     let head = Response::from_parts(parts, ());
     let sent = {
@@ -714,9 +722,7 @@ async fn send_response(
         }
         ResponseData::Upgrade(upgrade) => {
             let io = StreamIo::new(stream, tunnel);
-            return upgrade
-                .start(Upgraded::new(Box::new(io), BytesMut::new()))
-                .await;
+            return upgrade.start(shared.handover(io)).await;
         }
     };
     if let Err(Failure::Failed(err)) = sent {
