@@ -544,7 +544,7 @@ pub(crate) async fn serve<S: Socket, H: Handler<Connection>>(
     };
     if let Some(chain) = stream.get_ref().1.peer_certificates() {
         let chain = chain.iter().map(|cert| cert.clone().into_owned()).collect();
-        ctx.identity.certificates = Some(PeerCertificates(chain));
+        ctx.identity.set_certificates(PeerCertificates(chain));
     }
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         // Boxed: the HTTP/2 engine's state stays out of this future.

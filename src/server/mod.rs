@@ -420,12 +420,11 @@ impl<H: Handler<Connection>> Supervisor<H> {
                                 self.spawn_connection(&mut connections, stream, Some(peer), identity, permit, drain.clone());
                             }
                             listener::Accepted::Unix(stream) => {
-                                let identity = Identity {
-                                    credentials: PeerCredentials::of(&stream)
-                                        .inspect_err(|err| debug!(%err, "no peer credentials"))
-                                        .ok(),
-                                    ..Identity::default()
-                                };
+                                let mut identity = Identity::default();
+                                match PeerCredentials::of(&stream) {
+                                    Ok(credentials) => identity.set_credentials(credentials),
+                                    Err(err) => debug!(%err, "no peer credentials"),
+                                }
                                 let stream = PlainStream::Unix(stream);
                                 self.spawn_connection(&mut connections, stream, None, identity, permit, drain.clone());
                             }
