@@ -404,82 +404,24 @@ fn conclude<S: Socket>(
 ) -> Concluded {
     let config = &*ctx.config;
     let (response, mut close) = match outcome {
-        // An upgrade is a 101 to an HTTP/1.1 request other than CONNECT,
-        // or a 2xx to a CONNECT (a tunnel); anything else would leave the
-        // client reading the handler's protocol as a response.
+        // The common response: no tunnel, no hand-over, no interim status.
         Ok(response)
-            if matches!(response.body(), ResponseData::Upgrade(_))
-                && !(if exchange.method_is_connect {
-                    response.status().is_success()
-                } else {
-                    response.status() == StatusCode::SWITCHING_PROTOCOLS
-                        && exchange.version == Version::HTTP_11
-                        && response.headers().contains_key(http::header::UPGRADE)
-                }) =>
+            if !exchange.method_is_connect
+                && !response.status().is_informational()
+                && match response.body() {
+                    ResponseData::Bytes(_) | ResponseData::Chunked(_) | ResponseData::File(_) => {
+                        true
+                    }
+                    ResponseData::ServerSentEvents(_) => exchange.method_is_head,
+                    ResponseData::Websocket(_) | ResponseData::Upgrade(_) => false,
+                } =>
         {
-            error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 with an upgrade field (HTTP/1.1) or a 2xx to CONNECT; answering 500");
-            (
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-                true,
-            )
+            (response, false)
         }
-        // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
-        // tunnel, and the client would send its tunnel's bytes next; only
-        // an upgrade opens one (over HTTP/1.1 a WebSocket is a GET, and
-        // its 101 is no 2xx). First: an event stream must not be handed
-        // over.
-        Ok(response)
-            if exchange.method_is_connect
-                && response.status().is_success()
-                && !matches!(response.body(), ResponseData::Upgrade(_)) =>
-        {
-            debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
-            (
-                plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
-                true,
-            )
-        }
-        // The bytes after a WebSocket's head are frames: a body the
-        // handler left unread (or a malformed one) would be taken for
-        // them, where a proxy in front sees request content (found by a
-        // smuggling probe). No WebSocket client sends one; refused, and so
-        // for every upgrade.
-        Ok(response)
-            if matches!(
-                response.body(),
-                ResponseData::Websocket(_) | ResponseData::Upgrade(_)
-            ) && !matches!(transport.decoder, Decoder::Done) =>
-        {
-            debug!(peer = ?ctx.peer, "an upgrade with a request body not read; answering 400");
-            (
-                plain_response(
-                    StatusCode::BAD_REQUEST,
-                    "an upgrade request must not have a body",
-                ),
-                true,
-            )
-        }
-        // WebSockets, upgrades and event streams take the connection over
-        // (an event stream answering HEAD is only a head, written below).
-        Ok(response)
-            if matches!(
-                response.body(),
-                ResponseData::Websocket(_) | ResponseData::Upgrade(_)
-            ) || (matches!(response.body(), ResponseData::ServerSentEvents(_))
-                && !exchange.method_is_head) =>
-        {
-            return Concluded::HandOver(Box::new(response));
-        }
-        // A 1xx as the final response would desynchronise the client: it
-        // waits for the real one (upgrades have their own response body).
-        Ok(response) if response.status().is_informational() => {
-            error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
-            (
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-                true,
-            )
-        }
-        Ok(response) => (response, false),
+        Ok(response) => match unusual(response, exchange, transport, ctx) {
+            Unusual::HandOver(response) => return Concluded::HandOver(response),
+            Unusual::Respond(respond) => respond,
+        },
         Err(()) => {
             error!(peer = ?ctx.peer, "request handler panicked; answering 500");
             (
@@ -528,6 +470,89 @@ fn conclude<S: Socket>(
     );
     map_give(parts.headers);
     Concluded::Respond(rest, close)
+}
+
+/// What [`unusual`] makes of a response.
+enum Unusual {
+    HandOver(Box<Response<ResponseData>>),
+    Respond((Response<ResponseData>, bool)),
+}
+
+/// The responses `conclude` does not simply encode: a hand-over to a
+/// WebSocket, an event stream or an upgrade, or the response to encode and
+/// whether the connection closes after it: what the client gets instead
+/// of one that would break the connection, or a CONNECT's ordinary answer. Kept out of `conclude`, whose common path it
+/// would otherwise weigh on.
+#[inline(never)]
+fn unusual<S: Socket>(
+    response: Response<ResponseData>,
+    exchange: Exchange,
+    transport: &Transport<S>,
+    ctx: &ConnContext,
+) -> Unusual {
+    let upgrade = matches!(response.body(), ResponseData::Upgrade(_));
+    let takes_over = upgrade || matches!(response.body(), ResponseData::Websocket(_));
+    // An upgrade is a 101 to an HTTP/1.1 request other than CONNECT, or a
+    // 2xx to a CONNECT (a tunnel); anything else would leave the client
+    // reading the handler's protocol as a response.
+    let switches = if exchange.method_is_connect {
+        response.status().is_success()
+    } else {
+        response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && exchange.version == Version::HTTP_11
+            && response.headers().contains_key(http::header::UPGRADE)
+    };
+    if upgrade && !switches {
+        error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 with an upgrade field (HTTP/1.1) or a 2xx to CONNECT; answering 500");
+        return Unusual::Respond((
+            plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+            true,
+        ));
+    }
+    // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
+    // tunnel, and the client would send its tunnel's bytes next; only an
+    // upgrade opens one (over HTTP/1.1 a WebSocket is a GET, and its 101
+    // is no 2xx). First: an event stream must not be handed over.
+    if exchange.method_is_connect && response.status().is_success() && !upgrade {
+        debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
+        return Unusual::Respond((
+            plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
+            true,
+        ));
+    }
+    // The bytes after a WebSocket's head are frames: a body the handler
+    // left unread (or a malformed one) would be taken for them, where a
+    // proxy in front sees request content (found by a smuggling probe). No
+    // WebSocket client sends one; refused, and so for every upgrade.
+    if takes_over && !matches!(transport.decoder, Decoder::Done) {
+        debug!(peer = ?ctx.peer, "an upgrade with a request body not read; answering 400");
+        return Unusual::Respond((
+            plain_response(
+                StatusCode::BAD_REQUEST,
+                "an upgrade request must not have a body",
+            ),
+            true,
+        ));
+    }
+    // WebSockets, upgrades and event streams take the connection over (an
+    // event stream answering HEAD is only a head, encoded as usual).
+    if takes_over
+        || (matches!(response.body(), ResponseData::ServerSentEvents(_))
+            && !exchange.method_is_head)
+    {
+        return Unusual::HandOver(Box::new(response));
+    }
+    // A 1xx as the final response would desynchronise the client: it waits
+    // for the real one (upgrades have their own response body).
+    if response.status().is_informational() {
+        error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
+        return Unusual::Respond((
+            plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+            true,
+        ));
+    }
+    // A CONNECT answered otherwise (a 407, a 404): an ordinary response.
+    Unusual::Respond((response, false))
 }
 
 /// Reads until a complete head is in the buffer. `None`: the client
