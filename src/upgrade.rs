@@ -36,6 +36,7 @@ impl Upgrade {
     /// logged; the connection is then reset, whenever the [`Upgraded`] is
     /// dropped.
     pub(crate) async fn start(self, handover: Handover) {
+        let peer = handover.peer;
         let failed = Arc::new(AtomicBool::new(false));
         let upgraded = Upgraded::new(handover, Arc::clone(&failed));
         let run = self.run;
@@ -45,7 +46,7 @@ impl Upgrade {
         };
         if outcome.is_err() {
             failed.store(true, Ordering::Relaxed);
-            tracing::error!("an upgraded connection's code panicked; connection reset");
+            tracing::error!(?peer, "an upgraded connection's code panicked; connection reset");
         }
     }
 }
@@ -121,7 +122,10 @@ impl ResponseData {
 /// the end (a FIN, TLS's `close_notify`, HTTP/2's `END_STREAM`); dropping
 /// it closes the connection, with a reset (where the connection has one:
 /// a Unix domain socket has none) if the code panicked or
-/// [`Upgraded::reset`] asked for it.
+/// [`Upgraded::reset`] asked for it. Closing while the client's bytes are
+/// still unread makes the kernel reset the connection too, which may
+/// discard the last bytes written: to end cleanly, shut down the write
+/// side and read until the client ends its own.
 ///
 /// ```no_run
 /// use tokio::io::AsyncWriteExt;
