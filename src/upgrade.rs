@@ -2,9 +2,8 @@
 //! or a `2xx` to CONNECT (a tunnel, over HTTP/1.1 and HTTP/2) hands the
 //! connection's bytes to the handler's code.
 
-use crate::io::{Handover, Socket, StopWatch};
+use crate::io::{Handover, Prefixed, Socket, StopWatch};
 use crate::response::ResponseData;
-use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use std::fmt;
 use std::future::Future;
@@ -46,7 +45,10 @@ impl Upgrade {
         };
         if outcome.is_err() {
             failed.store(true, Ordering::Relaxed);
-            tracing::error!(?peer, "an upgraded connection's code panicked; connection reset");
+            tracing::error!(
+                ?peer,
+                "an upgraded connection's code panicked; connection reset"
+            );
         }
     }
 }
@@ -135,9 +137,9 @@ impl ResponseData {
 /// }
 /// ```
 pub struct Upgraded {
-    io: Box<dyn Socket>,
-    /// What the client sent past its request, already read.
-    read_buf: BytesMut,
+    /// The connection, after what the client sent past its request and
+    /// the engine already read.
+    io: Prefixed<Box<dyn Socket>>,
     /// The server's stop signal.
     shutdown: StopWatch,
     /// Close with a reset: the code panicked, or asked for it.
@@ -152,16 +154,8 @@ impl Upgraded {
             shutdown,
             ..
         } = handover;
-        // An empty buffer would keep the engine's allocation (shared with
-        // the request's head) for the connection's life.
-        let read_buf = if read_buf.is_empty() {
-            BytesMut::new()
-        } else {
-            read_buf
-        };
         Upgraded {
-            io,
-            read_buf,
+            io: Prefixed::new(read_buf, io),
             shutdown,
             failed,
         }
@@ -217,9 +211,7 @@ impl Upgraded {
 
 impl fmt::Debug for Upgraded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("buffered", &self.read_buf.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Upgraded").finish_non_exhaustive()
     }
 }
 
@@ -229,18 +221,7 @@ impl AsyncRead for Upgraded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read_buf.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let n = this.read_buf.len().min(buf.remaining());
-        buf.put_slice(&this.read_buf[..n]);
-        this.read_buf.advance(n);
-        if this.read_buf.is_empty() {
-            // The engine's buffer is not kept for the connection's life.
-            this.read_buf = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -279,7 +260,7 @@ impl Drop for Upgraded {
         // Dropped while the code panics, or after it did (held elsewhere),
         // or asked to: a clean end would pass for a finished exchange.
         if std::thread::panicking() || self.failed.load(Ordering::Relaxed) {
-            self.io.reset_on_close();
+            self.io.get_ref().reset_on_close();
         }
     }
 }

@@ -134,14 +134,26 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request: &str) 
     head
 }
 
+/// A head after which the bytes are the new protocol's: no framing fields.
+fn assert_unframed(head: &str) {
+    assert!(
+        !head.contains("content-length") && !head.contains("transfer-encoding"),
+        "{head}"
+    );
+}
+
+/// A plain TCP connection to `server`.
+async fn tcp(server: &mist::Server) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_101_hands_the_connection_to_the_handlers_code() {
     let server = serve(handler).await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
-        .await
-        .unwrap();
     let head = exchange(
-        &mut tcp,
+        &mut tcp(&server).await,
         "GET /switch HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )
     .await;
@@ -154,10 +166,7 @@ async fn a_101_hands_the_connection_to_the_handlers_code() {
         head.contains("connection: upgrade\r\n") && !head.contains("close"),
         "the handler's connection: close is replaced: {head}"
     );
-    assert!(
-        !head.contains("content-length") && !head.contains("transfer-encoding"),
-        "{head}"
-    );
+    assert_unframed(&head);
 }
 
 /// A 2xx to CONNECT opens a tunnel, without framing fields (RFC 9110
@@ -165,19 +174,13 @@ async fn a_101_hands_the_connection_to_the_handlers_code() {
 #[tokio::test]
 async fn a_2xx_to_connect_opens_a_tunnel() {
     let server = serve(handler).await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
-        .await
-        .unwrap();
     let head = exchange(
-        &mut tcp,
+        &mut tcp(&server).await,
         "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        !head.contains("content-length") && !head.contains("transfer-encoding"),
-        "{head}"
-    );
+    assert_unframed(&head);
 }
 
 #[tokio::test]
@@ -227,9 +230,7 @@ async fn an_upgrade_that_switches_nothing_is_refused() {
 async fn a_panic_in_the_code_or_a_reset_resets_its_connection() {
     let server = serve(handler).await;
     for path in ["/panic", "/reset"] {
-        let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
-            .await
-            .unwrap();
+        let mut tcp = tcp(&server).await;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
         );
@@ -288,10 +289,9 @@ async fn over_http2(
     req: Request<()>,
     through: &'static [u8],
 ) -> (StatusCode, Vec<u8>) {
-    let tcp = TcpStream::connect(("127.0.0.1", server.port()))
+    let (client, connection) = h2::client::handshake(tcp(server).await)
         .await
-        .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        .expect("HTTP/2 handshake");
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
     let (response, mut send) = client.send_request(req, false).unwrap();

@@ -1,80 +1,15 @@
-//! Byte-stream adapters of the HTTP/2 engine: the connection's socket with
-//! bytes the HTTP/1.1 parser already read put back in front, and one
-//! stream seen as a socket by the protocols that take a response over.
+//! One HTTP/2 stream seen as a socket by the protocols that take a
+//! response over.
 
 use super::poll_capacity;
 use crate::io::{Plain, Socket};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// A socket whose first bytes were already read (the preface the HTTP/1.1
-/// parser saw): they are read again first.
-pub(super) struct Prefixed<S> {
-    prefix: BytesMut,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub(super) fn new(prefix: BytesMut, inner: S) -> Prefixed<S> {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.is_empty() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        let n = this.prefix.len().min(buf.remaining());
-        buf.put_slice(&this.prefix[..n]);
-        this.prefix.advance(n);
-        if this.prefix.is_empty() {
-            // The parser's buffer is not kept for the connection's life.
-            this.prefix = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
 
 /// One HTTP/2 stream as a socket, for the protocols that take a response
 /// over: writes become DATA frames as the client's flow-control window

@@ -12,7 +12,7 @@ mod body;
 mod io;
 
 use self::body::H2Body;
-use self::io::{Prefixed, StreamIo};
+use self::io::StreamIo;
 use crate::body::{BodySource, Connection};
 use crate::builder::Handler;
 use crate::client_info::Identity;
@@ -21,6 +21,7 @@ use crate::file::FileBody;
 use crate::h1::dispatch::ConnContext;
 use crate::h1::encode::{date_value, declared_length, status_has_no_body};
 use crate::h1::parse::is_host;
+use crate::io::Prefixed;
 use crate::io::{deadline_after, Handover, LazyDeadline, StopWatch};
 use crate::response::{ended_short, plain_response, BoxError, ChunkedBody, Fit, ResponseData};
 use bytes::{Bytes, BytesMut};

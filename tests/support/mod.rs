@@ -291,6 +291,17 @@ pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
     req
 }
 
+/// What starting a server on a socket that was bound but never listened
+/// must give: `StartError::Listener`, saying so.
+pub fn assert_not_listening(result: Result<Server, mist::StartError>) {
+    match result {
+        Err(err @ mist::StartError::Listener(_)) => {
+            assert!(err.to_string().contains("not listening"), "{err}")
+        }
+        other => panic!("expected a Listener error, got {other:?}"),
+    }
+}
+
 /// A bytes body from a handler that ignores its request.
 pub fn fixed(
     body: &'static str,
