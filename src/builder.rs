@@ -346,6 +346,8 @@ impl<H, B> Builder<H, B> {
     /// .unix_listener(listener)
     /// .start_http()
     /// .await?;
+    /// tokio::signal::ctrl_c().await?;
+    /// server.shutdown(std::time::Duration::from_secs(10));
     /// server.wait().await;
     /// std::fs::remove_file(path)?;
     /// # Ok(()) }

@@ -40,7 +40,16 @@ impl Upgrade {
         let upgraded = Upgraded::new(handover, Arc::clone(&failed));
         let run = self.run;
         let outcome = match catch_unwind(AssertUnwindSafe(move || run(upgraded))) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Ok(future) => {
+                let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
+                // Declared after the future, so dropped before it when the
+                // connection is dropped midway (the end of a shutdown's
+                // grace): the `Upgraded` inside then resets.
+                let cut = Cut(&failed);
+                let outcome = future.as_mut().await;
+                std::mem::forget(cut);
+                outcome
+            }
             Err(panic) => Err(panic),
         };
         if outcome.is_err() {
@@ -73,11 +82,16 @@ impl ResponseData {
     /// No timeout applies to `run`: an idle tunnel keeps its connection
     /// (and its place under [`Builder::max_connections`]) until `run`
     /// ends. A graceful shutdown waits for it until its grace period ends,
-    /// then drops it; [`Upgraded::stopping`] tells `run` that one has
-    /// begun. For WebSockets, [`websocket`](crate::websocket) does all of
+    /// then drops it and resets the connection (the client must not take
+    /// a cut tunnel for a finished one); [`Upgraded::stopping`] tells `run`
+    /// that one has begun. For WebSockets, [`websocket`](crate::websocket) does all of
     /// this and the protocol too.
     ///
     /// [`Builder::max_connections`]: crate::Builder::max_connections
+    ///
+    /// Whether the request asked for the protocol (its `upgrade` field, and
+    /// `upgrade` among its `connection` options) is for the handler to
+    /// check, as in hyper.
     ///
     /// ```no_run
     /// use http::{header, Request, Response, StatusCode};
@@ -106,6 +120,33 @@ impl ResponseData {
     ///         .unwrap()
     /// }
     /// ```
+    ///
+    /// A CONNECT proxy: the target is the request's authority. Connecting
+    /// before answering makes a failure a 502, not a tunnel that breaks at
+    /// once; the upstream then moves into `run`.
+    ///
+    /// ```no_run
+    /// use http::{Request, Response, StatusCode};
+    /// use mist::{Connection, ResponseData};
+    ///
+    /// async fn proxy(req: Request<Connection>) -> Response<ResponseData> {
+    ///     let refuse = |code: StatusCode| {
+    ///         Response::builder().status(code).body(ResponseData::empty()).unwrap()
+    ///     };
+    ///     let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
+    ///         return refuse(StatusCode::BAD_REQUEST);
+    ///     };
+    ///     // (A real proxy decides here which targets it serves.)
+    ///     let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+    ///         return refuse(StatusCode::BAD_GATEWAY);
+    ///     };
+    ///     Response::new(ResponseData::upgrade(move |mut io| async move {
+    ///         if tokio::io::copy_bidirectional(&mut io, &mut upstream).await.is_err() {
+    ///             io.reset();
+    ///         }
+    ///     }))
+    /// }
+    /// ```
     pub fn upgrade<F, Fut>(run: F) -> ResponseData
     where
         F: FnOnce(Upgraded) -> Fut + Send + 'static,
@@ -114,6 +155,15 @@ impl ResponseData {
         ResponseData::Upgrade(Upgrade {
             run: Box::new(move |upgraded| Box::pin(run(upgraded))),
         })
+    }
+}
+
+/// Marks a connection to be reset if dropped before `run` ends.
+struct Cut<'a>(&'a AtomicBool);
+
+impl Drop for Cut<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

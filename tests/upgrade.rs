@@ -28,7 +28,8 @@ fn echo_body() -> ResponseData {
 /// by the engine); `/tunnel` is the echo as a 200 (a mistake unless the
 /// request is a CONNECT); `/bare` a 101 without `upgrade` (a mistake);
 /// `/panic` switches, then panics; `/reset` switches, then resets;
-/// `/stopping` switches, then waits for the server's shutdown. CONNECT
+/// `/stopping` switches, then waits for the server's shutdown; `/stubborn`
+/// switches and never ends. CONNECT
 /// opens the echo as a tunnel, with a 204 to `nocontent.example`.
 async fn handler(req: Request<Connection>) -> Response<ResponseData> {
     let status = match (req.method(), req.uri().path()) {
@@ -53,6 +54,12 @@ async fn handler(req: Request<Connection>) -> Response<ResponseData> {
                 let _ = io.write_all(b"about to panic").await;
                 let _ = io.flush().await;
                 io.reset();
+            }));
+        }
+        (_, "/stubborn") => {
+            return switching(ResponseData::upgrade(|io| async move {
+                let _keep = io;
+                std::future::pending::<()>().await;
             }));
         }
         (_, "/stopping") => {
@@ -280,6 +287,33 @@ async fn the_code_learns_of_a_graceful_shutdown() {
     tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
         .await
         .expect("the server stops without waiting out its grace");
+}
+
+/// Code that outlives a shutdown's grace is dropped, and its connection
+/// reset: a tunnel cut short must not look finished.
+#[tokio::test]
+async fn code_that_outlives_the_grace_is_cut_with_a_reset() {
+    let server = serve(handler).await;
+    let mut tcp = tcp(&server).await;
+    tcp.write_all(
+        b"GET /stubborn HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    let head = read_head(&mut tcp, &mut rest).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    server.shutdown(std::time::Duration::from_millis(100));
+    let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the end in time");
+    assert_eq!(
+        end.map_err(|err| err.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
+        .await
+        .expect("the server stops");
 }
 
 /// Sends `req` on a connection of its own, and for a 2xx sends `through`

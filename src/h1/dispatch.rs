@@ -503,7 +503,7 @@ fn unusual<S: Socket>(
             && response.headers().contains_key(http::header::UPGRADE)
     };
     if upgrade && !switches {
-        error!(peer = ?ctx.peer, status = %response.status(), "an upgrade needs a 101 with an upgrade field (HTTP/1.1) or a 2xx to CONNECT; answering 500");
+        error!(peer = ?ctx.peer, status = %response.status(), version = ?exchange.version, "an upgrade needs a 101 with an upgrade field to an HTTP/1.1 request, or a 2xx to a CONNECT; answering 500");
         return Unusual::Respond((
             plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
             true,
