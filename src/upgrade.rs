@@ -19,6 +19,11 @@ type Run = Box<dyn FnOnce(Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> 
 
 /// The body of a response that gives the connection to the handler's
 /// code: made by [`ResponseData::upgrade`].
+///
+/// ```
+/// let body = mist::ResponseData::upgrade(|_io| async {});
+/// assert!(matches!(body, mist::ResponseData::Upgrade(_)));
+/// ```
 pub struct Upgrade {
     run: Run,
 }
