@@ -194,7 +194,7 @@ pub fn new<B, H: Handler<B>>(handler: H) -> Builder<H, B> {
 
 /// A Unix domain socket's address as text: `unix:` and its path, or `@`
 /// and the name of one of Linux's abstract addresses.
-pub(crate) fn unix_addr_text(addr: &std::os::unix::net::SocketAddr) -> String {
+fn unix_addr_text(addr: &std::os::unix::net::SocketAddr) -> String {
     if let Some(path) = addr.as_pathname() {
         return format!("unix:{}", path.display());
     }

@@ -128,6 +128,18 @@ async fn response_reset(
     }
 }
 
+/// `GET /events`: the head, which must be a 200, and the stream's body.
+async fn open_events(client: &mut SendRequest<Bytes>) -> (http::response::Parts, h2::RecvStream) {
+    let response = send(client, request(Method::GET, "/events"), b"").await;
+    let (head, body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
+        .await
+        .expect("a response in time")
+        .expect("a response")
+        .into_parts();
+    assert_eq!(head.status, 200);
+    (head, body)
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -1082,13 +1094,7 @@ async fn events_stream_and_a_reset_ends_the_loop() {
     })
     .await;
     let (mut client, _conn) = connect(&server).await;
-    let response = send(&mut client, request(Method::GET, "/events"), b"").await;
-    let (head, mut body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_parts();
-    assert_eq!(head.status, 200);
+    let (head, mut body) = open_events(&mut client).await;
     assert_eq!(head.headers["content-type"], "text/event-stream");
     let feed = feed_rx.recv().await.unwrap();
     feed.send("hello".to_string()).await.unwrap();
@@ -1372,13 +1378,7 @@ async fn an_event_stream_to_a_client_granting_no_window_is_reset_after_the_write
     .write_timeout(Duration::from_millis(300));
     let server = start(builder).await;
     let (mut client, _conn) = connect(&server).await;
-    let response = send(&mut client, request(Method::GET, "/events"), b"").await;
-    let (head, mut body) = tokio::time::timeout(SAFETY_TIMEOUT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_parts();
-    assert_eq!(head.status, 200);
+    let (_, mut body) = open_events(&mut client).await;
     // The client takes frames but never gives the window back.
     tokio::time::timeout(SAFETY_TIMEOUT, ended.recv())
         .await

@@ -156,6 +156,27 @@ async fn tcp(server: &mist::Server) -> TcpStream {
         .unwrap()
 }
 
+/// Asks `path` to switch to the echo protocol; the connection after its
+/// `101`, and the bytes already read past the head.
+async fn switched(server: &mist::Server, path: &str) -> (TcpStream, Vec<u8>) {
+    let mut tcp = tcp(server).await;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let head = read_head(&mut tcp, &mut rest).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{path}: {head}");
+    (tcp, rest)
+}
+
+/// Reads to the end of the connection into `all`, within the safety
+/// timeout; how it ended.
+async fn read_end(tcp: &mut TcpStream, all: &mut Vec<u8>) -> std::io::Result<usize> {
+    tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(all))
+        .await
+        .expect("the end in time")
+}
+
 #[tokio::test]
 async fn a_101_hands_the_connection_to_the_handlers_code() {
     let server = serve(handler).await;
@@ -237,18 +258,8 @@ async fn an_upgrade_that_switches_nothing_is_refused() {
 async fn a_panic_in_the_code_or_a_reset_resets_its_connection() {
     let server = serve(handler).await;
     for path in ["/panic", "/reset"] {
-        let mut tcp = tcp(&server).await;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
-        );
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut rest = Vec::new();
-        let head = read_head(&mut tcp, &mut rest).await;
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        let mut all = rest;
-        let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
-            .await
-            .expect("the end in time");
+        let (mut tcp, mut all) = switched(&server, path).await;
+        let end = read_end(&mut tcp, &mut all).await;
         assert_eq!(
             end.map_err(|err| err.kind()),
             Err(std::io::ErrorKind::ConnectionReset),
@@ -266,23 +277,9 @@ async fn a_panic_in_the_code_or_a_reset_resets_its_connection() {
 #[tokio::test]
 async fn the_code_learns_of_a_graceful_shutdown() {
     let server = serve(handler).await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", server.port()))
-        .await
-        .unwrap();
-    tcp.write_all(
-        b"GET /stopping HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut rest = Vec::new();
-    let head = read_head(&mut tcp, &mut rest).await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut tcp, mut all) = switched(&server, "/stopping").await;
     server.shutdown(std::time::Duration::from_secs(60));
-    let mut all = rest;
-    tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut all))
-        .await
-        .expect("the end in time")
-        .expect("a clean end");
+    read_end(&mut tcp, &mut all).await.expect("a clean end");
     assert_eq!(all, b"stopping");
     tokio::time::timeout(SAFETY_TIMEOUT, server.wait())
         .await
@@ -294,19 +291,9 @@ async fn the_code_learns_of_a_graceful_shutdown() {
 #[tokio::test]
 async fn code_that_outlives_the_grace_is_cut_with_a_reset() {
     let server = serve(handler).await;
-    let mut tcp = tcp(&server).await;
-    tcp.write_all(
-        b"GET /stubborn HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut rest = Vec::new();
-    let head = read_head(&mut tcp, &mut rest).await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut tcp, mut rest) = switched(&server, "/stubborn").await;
     server.shutdown(std::time::Duration::from_millis(100));
-    let end = tokio::time::timeout(SAFETY_TIMEOUT, tcp.read_to_end(&mut rest))
-        .await
-        .expect("the end in time");
+    let end = read_end(&mut tcp, &mut rest).await;
     assert_eq!(
         end.map_err(|err| err.kind()),
         Err(std::io::ErrorKind::ConnectionReset)

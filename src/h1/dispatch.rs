@@ -420,7 +420,7 @@ fn conclude<S: Socket>(
         }
         Ok(response) => match unusual(response, exchange, transport, ctx) {
             Unusual::HandOver(response) => return Concluded::HandOver(response),
-            Unusual::Respond(respond) => respond,
+            Unusual::Respond(response, close) => (response, close),
         },
         Err(()) => {
             error!(peer = ?ctx.peer, "request handler panicked; answering 500");
@@ -475,14 +475,15 @@ fn conclude<S: Socket>(
 /// What [`unusual`] makes of a response.
 enum Unusual {
     HandOver(Box<Response<ResponseData>>),
-    Respond((Response<ResponseData>, bool)),
+    /// The response to encode, and whether the connection closes after it.
+    Respond(Response<ResponseData>, bool),
 }
 
 /// The responses `conclude` does not simply encode: a hand-over to a
-/// WebSocket, an event stream or an upgrade, or the response to encode and
-/// whether the connection closes after it: what the client gets instead
-/// of one that would break the connection, or a CONNECT's ordinary answer. Kept out of `conclude`, whose common path it
-/// would otherwise weigh on.
+/// WebSocket, an event stream or an upgrade; what the client gets instead
+/// of a response that would break the connection; or a CONNECT's ordinary
+/// answer. Kept out of `conclude`, whose common path it would otherwise
+/// weigh on.
 #[inline(never)]
 fn unusual<S: Socket>(
     response: Response<ResponseData>,
@@ -504,10 +505,10 @@ fn unusual<S: Socket>(
     };
     if upgrade && !switches {
         error!(peer = ?ctx.peer, status = %response.status(), version = ?exchange.version, "an upgrade needs a 101 with an upgrade field to an HTTP/1.1 request, or a 2xx to a CONNECT; answering 500");
-        return Unusual::Respond((
+        return Unusual::Respond(
             plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
             true,
-        ));
+        );
     }
     // RFC 9110 §9.3.6: a 2xx to CONNECT switches the connection to a
     // tunnel, and the client would send its tunnel's bytes next; only an
@@ -515,10 +516,10 @@ fn unusual<S: Socket>(
     // is no 2xx). First: an event stream must not be handed over.
     if exchange.method_is_connect && response.status().is_success() && !upgrade {
         debug!(peer = ?ctx.peer, "a CONNECT answered without a tunnel; answering 501");
-        return Unusual::Respond((
+        return Unusual::Respond(
             plain_response(StatusCode::NOT_IMPLEMENTED, "no tunnel is served here"),
             true,
-        ));
+        );
     }
     // The bytes after a WebSocket's head are frames: a body the handler
     // left unread (or a malformed one) would be taken for them, where a
@@ -526,13 +527,13 @@ fn unusual<S: Socket>(
     // WebSocket client sends one; refused, and so for every upgrade.
     if takes_over && !matches!(transport.decoder, Decoder::Done) {
         debug!(peer = ?ctx.peer, "an upgrade with a request body not read; answering 400");
-        return Unusual::Respond((
+        return Unusual::Respond(
             plain_response(
                 StatusCode::BAD_REQUEST,
                 "an upgrade request must not have a body",
             ),
             true,
-        ));
+        );
     }
     // WebSockets, upgrades and event streams take the connection over (an
     // event stream answering HEAD is only a head, encoded as usual).
@@ -546,13 +547,13 @@ fn unusual<S: Socket>(
     // for the real one (upgrades have their own response body).
     if response.status().is_informational() {
         error!(peer = ?ctx.peer, status = %response.status(), "handler answered with an interim status; answering 500");
-        return Unusual::Respond((
+        return Unusual::Respond(
             plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
             true,
-        ));
+        );
     }
     // A CONNECT answered otherwise (a 407, a 404): an ordinary response.
-    Unusual::Respond((response, false))
+    Unusual::Respond(response, false)
 }
 
 /// Reads until a complete head is in the buffer. `None`: the client
@@ -724,14 +725,14 @@ async fn hand_over<S: Socket>(
     // RFC 9112 §6.3 (7): an HTTP/1.0 client reads an event stream until close.
     let chunked = version == Version::HTTP_11;
     let (framing, connection) = match &body {
-        // The handshake's own `connection: upgrade` goes out as it is; a
-        // 2xx to CONNECT has no framing fields either (RFC 9110 §9.3.6).
+        // The handshake's own `connection: upgrade` goes out as it is.
         ResponseData::Websocket(_) => (Framing::NoBody, None),
         // A 101 says `connection: upgrade`, whatever the handler's said
         // (a `close` there would contradict the switch).
         ResponseData::Upgrade(_) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
             (Framing::NoBody, Some(&b"upgrade"[..]))
         }
+        // A 2xx to CONNECT has no framing fields (RFC 9110 §9.3.6).
         ResponseData::Upgrade(_) => (Framing::NoBody, None),
         ResponseData::ServerSentEvents(_) if chunked => (Framing::Chunked, None),
         ResponseData::ServerSentEvents(_) => {

@@ -391,7 +391,7 @@ fn request_uri(
                     // name, which RFC 3986 allows: clients of Unix sockets
                     // put the socket's path there (`%2Frun%2Fapp.sock`).
                     // The URI goes without an authority; the field stays.
-                    Err(_) if is_reg_name(value) => None,
+                    Err(_) if split_port(value).is_some_and(|(name, _)| is_reg_name(name)) => None,
                     Err(_) => return Err(ParseError::BadRequest("invalid host header")),
                 }
             }
@@ -451,14 +451,9 @@ fn request_uri(
     }
 }
 
-/// RFC 3986 §3.2.2 `reg-name [ ":" port ]`: unreserved characters,
-/// percent-encodings and sub-delimiters (what `is_host` has not already
-/// refused).
-fn is_reg_name(value: &[u8]) -> bool {
-    let name = match value.iter().rposition(|&b| b == b':') {
-        Some(colon) => &value[..colon],
-        None => value,
-    };
+/// RFC 3986 §3.2.2 `reg-name`: unreserved characters, percent-encodings
+/// and sub-delimiters.
+fn is_reg_name(name: &[u8]) -> bool {
     let mut bytes = name.iter();
     while let Some(&byte) = bytes.next() {
         let fine = match byte {
@@ -482,16 +477,8 @@ pub(crate) fn is_host(value: &[u8]) -> bool {
     if value.contains(&b'@') {
         return false;
     }
-    let (host, port) = if value.first() == Some(&b'[') {
-        match value.iter().position(|&b| b == b']') {
-            Some(end) => value.split_at(end + 1),
-            None => return false,
-        }
-    } else {
-        match value.iter().rposition(|&b| b == b':') {
-            Some(colon) => value.split_at(colon),
-            None => (value, &[][..]),
-        }
+    let Some((host, port)) = split_port(value) else {
+        return false;
     };
     !host.is_empty()
         && match port.split_first() {
@@ -499,6 +486,20 @@ pub(crate) fn is_host(value: &[u8]) -> bool {
             Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
             Some(_) => false,
         }
+}
+
+/// An authority split before its port (whose colon stays with it): after
+/// the `]` of an IP literal, else at the last colon. `None` for an IP
+/// literal that is not closed.
+fn split_port(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    if value.first() == Some(&b'[') {
+        let end = value.iter().position(|&b| b == b']')?;
+        return Some(value.split_at(end + 1));
+    }
+    Some(match value.iter().rposition(|&b| b == b':') {
+        Some(colon) => value.split_at(colon),
+        None => (value, &[][..]),
+    })
 }
 
 /// What the header fields say about framing and the connection.

@@ -159,7 +159,6 @@ fn check_listening(listener: &impl AsFd) -> io::Result<()> {
 }
 
 /// Where a listener listens.
-#[derive(Debug, Clone)]
 pub(super) enum Addr {
     Tcp(SocketAddr),
     Unix(std::os::unix::net::SocketAddr),

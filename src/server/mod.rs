@@ -404,31 +404,7 @@ impl<H: Handler<Connection>> Supervisor<H> {
                 accepted = accept(&self.listeners, &permits, &mut turn), if !paused => match accepted {
                     Ok((accepted, permit)) => {
                         backoff = MIN_ACCEPT_BACKOFF;
-                        match accepted {
-                            listener::Accepted::Tcp(stream, peer) => {
-                                // Responses are written whole or in large
-                                // pieces: Nagle's delay would only add
-                                // latency. (On Linux the socket has it
-                                // already, from the listener: see
-                                // `listener::bind_one`.)
-                                #[cfg(not(any(target_os = "linux", target_os = "android")))]
-                                if let Err(err) = stream.set_nodelay(true) {
-                                    debug!(%err, "cannot set TCP_NODELAY");
-                                }
-                                let stream = PlainStream::Tcp(stream);
-                                let identity = Identity::default();
-                                self.spawn_connection(&mut connections, stream, Some(peer), identity, permit, drain.clone());
-                            }
-                            listener::Accepted::Unix(stream) => {
-                                let mut identity = Identity::default();
-                                match PeerCredentials::of(&stream) {
-                                    Ok(credentials) => identity.set_credentials(credentials),
-                                    Err(err) => debug!(%err, "no peer credentials"),
-                                }
-                                let stream = PlainStream::Unix(stream);
-                                self.spawn_connection(&mut connections, stream, None, identity, permit, drain.clone());
-                            }
-                        }
+                        self.spawn_connection(&mut connections, accepted, permit, drain.clone());
                     }
                     Err(err) if is_connection_error(&err) => {
                         debug!(%err, "connection failed during accept");
@@ -463,17 +439,35 @@ impl<H: Handler<Connection>> Supervisor<H> {
         }
     }
 
-    /// Serves one connection in a task of its own; `peer` is `None` on a
-    /// Unix domain socket, whose `identity` has the client's credentials.
+    /// Serves one accepted connection in a task of its own.
     fn spawn_connection(
         &self,
         connections: &mut JoinSet<()>,
-        stream: PlainStream,
-        peer: Option<SocketAddr>,
-        identity: Identity,
+        accepted: listener::Accepted,
         permit: OwnedSemaphorePermit,
         shutdown: Shutdown,
     ) {
+        let mut identity = Identity::default();
+        let (stream, peer) = match accepted {
+            listener::Accepted::Tcp(stream, peer) => {
+                // Responses are written whole or in large pieces: Nagle's
+                // delay would only add latency. (On Linux the socket has it
+                // already, from the listener: see `listener::bind_one`.)
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                if let Err(err) = stream.set_nodelay(true) {
+                    debug!(%err, "cannot set TCP_NODELAY");
+                }
+                (PlainStream::Tcp(stream), Some(peer))
+            }
+            // A Unix socket's client has no address, but credentials.
+            listener::Accepted::Unix(stream) => {
+                match PeerCredentials::of(&stream) {
+                    Ok(credentials) => identity.set_credentials(credentials),
+                    Err(err) => debug!(%err, "no peer credentials"),
+                }
+                (PlainStream::Unix(stream), None)
+            }
+        };
         let ctx = ConnContext {
             peer,
             scheme: self.scheme.clone(),
